@@ -1,0 +1,163 @@
+"""Typed, closed configuration for every part (the one place that reads ``FEDRAG_*``).
+
+A silo's settings live in ``DIR/silo.toml`` (written by ``fedrag silo init``); any field
+can be overridden by an environment variable ``FEDRAG_SILO_<FIELD>``, nested fields with
+``__`` (``FEDRAG_SILO_POLICY__MAX_K=5``). Unknown keys are errors, not silent defaults.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from federation.errors import ConfigError
+
+SILO_CONFIG_FILE = "silo.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IndexSettings(_Section):
+    """Which vector index a silo keeps and how it is tuned."""
+
+    backend: Literal["faiss", "hnswlib", "exact"] = Field(
+        "faiss", description="faiss (flat below the threshold, approximate above), hnswlib, or exact numpy search."
+    )
+    approximate_threshold: int = Field(
+        20_000, ge=1, description="FAISS: vector count above which the flat index is replaced by an approximate one."
+    )
+    faiss_approximate: Literal["hnsw", "ivf"] = Field("hnsw", description="FAISS approximate index kind.")
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree (FAISS HNSW and hnswlib).")
+    hnsw_ef_construction: int = Field(200, ge=8, le=4096, description="HNSW build-time beam width.")
+    hnsw_ef_search: int = Field(128, ge=1, le=4096, description="HNSW search-time beam width (recall vs speed).")
+    ivf_nlist: int | None = Field(None, ge=1, description="FAISS IVF list count; default 4*sqrt(n).")
+    ivf_nprobe: int = Field(16, ge=1, description="FAISS IVF lists probed per query (recall vs speed).")
+    use_gpu: bool = Field(True, description="Use FAISS GPU indexes when faiss.get_num_gpus() > 0.")
+
+
+class ChunkingSettings(_Section):
+    """How documents are split into passages."""
+
+    max_chars: int = Field(1000, ge=50, le=100_000, description="Upper bound on a chunk's length in characters.")
+    overlap_chars: int = Field(150, ge=0, description="Characters carried over from the previous chunk.")
+    max_file_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Files larger than this are refused at ingestion.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Chunks embedded per encoder call.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSettings:
+        if self.overlap_chars >= self.max_chars:
+            raise ValueError("chunking.overlap_chars must be smaller than chunking.max_chars")
+        return self
+
+
+class DPSettings(_Section):
+    """Differentially private top-k selection with per-client budgets."""
+
+    enabled: bool = Field(False, description="Select released passages with the one-shot Gumbel mechanism.")
+    epsilon_per_query: float = Field(1.0, gt=0, description="Epsilon one search spends (split over its k picks).")
+    sensitivity: float = Field(1.0, gt=0, description="How much one record can move a similarity score.")
+    budget_per_window: float = Field(20.0, gt=0, description="Epsilon a client may spend per window; 429 after.")
+    window_s: float = Field(3600.0, gt=0, description="Length of the budget window in seconds.")
+    candidate_pool: int = Field(50, ge=1, le=10_000, description="Exact top candidates the noisy selection draws from.")
+
+
+class ReleasePolicySettings(_Section):
+    """What may leave the silo, enforced before any reply is sent."""
+
+    max_k: int = Field(10, ge=1, le=1000, description="Most passages one search may release.")
+    min_score: float = Field(0.0, ge=-1.0, le=1.0, description="Passages scoring below this never leave.")
+    release_text: bool = Field(True, description="Release passage text (false: ids, titles and scores only).")
+    redact_pii: bool = Field(True, description="Redact e-mails, phones, national ids, record numbers, birth dates.")
+    redaction_patterns: dict[str, str] = Field(
+        default_factory=dict, description="Extra named regular expressions to redact, e.g. {staff_id = 'S-\\d{6}'}."
+    )
+    dp: DPSettings = Field(default_factory=DPSettings)
+    audit_log: bool = Field(True, description="Append every request to DIR/audit.jsonl.")
+
+
+class CardSettings(_Section):
+    """What the silo publishes about itself for routing."""
+
+    centroids: int = Field(16, ge=1, le=1024, description="k-means centroids of the silo's embeddings.")
+    centroid_noise_std: float = Field(0.0, ge=0, description="Std of Gaussian noise added to each centroid.")
+    count_round_to: int = Field(1, ge=1, description="Publish the chunk count rounded to a multiple of this.")
+    count_noise_scale: float = Field(0.0, ge=0, description="Laplace scale of noise added to the published count.")
+    seed: int = Field(0, description="Seed of k-means and the card's noise.")
+
+
+class SiloSettings(BaseSettings):
+    """Everything a silo node needs to run; read from ``DIR/silo.toml`` and ``FEDRAG_SILO_*``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FEDRAG_SILO_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Silo name.")
+    description: str = Field("", max_length=2000, description="What the silo holds, published on its card.")
+    federation_file: Path = Field(description="The federation's membership file (federation.toml).")
+    key_file: Path = Field(description="The silo's Ed25519 private key (PEM).")
+    operator_token_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the operator token; the token itself is never stored here."
+    )
+    max_body_bytes: int = Field(256 * 1024, ge=1024, description="Largest request body accepted on /v1/search.")
+    clock_skew_s: float = Field(30.0, gt=0, le=600, description="Accepted distance of a signature's created time.")
+    replay_cache_size: int = Field(100_000, ge=100, description="Nonces remembered against replay.")
+    worker_threads: int = Field(2, ge=1, le=64, description="Threads for index, encoder and store work.")
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    policy: ReleasePolicySettings = Field(default_factory=ReleasePolicySettings)
+    card: CardSettings = Field(default_factory=CardSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment variables override the file (and the file overrides defaults)."""
+        return (env_settings, init_settings)
+
+
+def load_silo_settings(silo_dir: Path) -> SiloSettings:
+    """Read ``silo_dir/silo.toml`` with environment overrides; relative paths resolve in ``silo_dir``."""
+    path = Path(silo_dir) / SILO_CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run 'fedrag silo init {silo_dir}' first")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        settings = SiloSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    base = Path(silo_dir).resolve()
+    settings.federation_file = (base / settings.federation_file).resolve()
+    settings.key_file = (base / settings.key_file).resolve()
+    return settings
+
+
+def write_silo_settings(silo_dir: Path, settings: SiloSettings) -> Path:
+    """Write ``settings`` to ``silo_dir/silo.toml`` (every field, so operators see the knobs)."""
+    path = Path(silo_dir) / SILO_CONFIG_FILE
+    data: dict[str, Any] = settings.model_dump(mode="json", exclude_none=True)
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    return path
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,122 @@
+"""HTTP plumbing every fedrag app shares: one error shape, body limits.
+
+Imported only by the FastAPI apps (silo node, gateway), so ``federation``'s core stays
+free of web-framework dependencies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from federation.errors import BudgetExhausted, FedragError, PayloadTooLarge
+from federation.protocol import Problem
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def problem_response(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A problem-details response."""
+    body = Problem(title=title, status=status, code=code, detail=detail).model_dump()
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def error_response(exc: FedragError) -> JSONResponse:
+    """Render one of our errors; server errors hide their internals."""
+    headers = None
+    if isinstance(exc, BudgetExhausted) and exc.retry_after_s is not None:
+        headers = {"Retry-After": str(max(1, int(exc.retry_after_s + 0.999)))}
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, headers)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:10]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Map every error an app can raise to the one problem shape (never a bare 500 with a trace)."""
+
+    async def on_fedrag(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, FedragError)
+        if exc.status >= 500:
+            logger.error("request failed: %s", exc.detail, extra={"code": exc.code, "path": request.url.path})
+        return error_response(exc)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return problem_response(422, "validation_failed", "Invalid request", _validation_detail(exc))
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem_response(exc.status_code, code, str(exc.detail), str(exc.detail), dict(exc.headers or {}))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", extra={"path": request.url.path})
+        return problem_response(500, "internal_error", "Internal error", "the server failed to handle this request")
+
+    app.add_exception_handler(FedragError, on_fedrag)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413, by declared length or by counting."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on unless its body is over the limit."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        too_large = PayloadTooLarge(f"request body is over the {self.max_bytes}-byte limit")
+        if declared is not None:
+            try:
+                if int(declared) > self.max_bytes:
+                    await error_response(too_large)(scope, receive, send)
+                    return
+            except ValueError:
+                pass
+        # No trustworthy length: read the body here (bounded), then replay it to the app.
+        messages: list[Message] = []
+        received = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                await error_response(too_large)(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def problem_schema() -> dict[str, Any]:
+    """OpenAPI ``responses`` entry for error statuses."""
+    return {"model": Problem, "description": "Problem details with a stable code"}

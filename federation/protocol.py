@@ -1,0 +1,139 @@
+"""The wire protocol between gateways and silos (``/v1``), as pydantic models.
+
+Vectors travel as base64 little-endian float32 with an explicit shape. Requests forbid
+unknown fields; every error body is a :class:`Problem`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from federation.membership import EmbeddingSpec
+
+PROTOCOL_VERSION = "v1"
+MAX_DIMENSION = 8192
+MAX_K = 1000
+MAX_ROWS = 4096
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Matrix(BaseModel):
+    """A float32 matrix of ``rows`` x ``dimension`` as base64 little-endian bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: int = Field(1, ge=0, le=MAX_ROWS, description="Number of vectors.")
+    dimension: int = Field(ge=1, le=MAX_DIMENSION, description="Length of each vector.")
+    data: str = Field(description="Base64 of rows*dimension little-endian float32 values.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Matrix:
+        self.to_numpy()
+        return self
+
+    def to_numpy(self) -> np.ndarray:
+        """Decode to a (rows, dimension) float32 array; raise ValueError when invalid."""
+        try:
+            raw = base64.b64decode(self.data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("data is not valid base64") from exc
+        expected = self.rows * self.dimension * 4
+        if len(raw) != expected:
+            raise ValueError(f"data holds {len(raw)} bytes; {self.rows}x{self.dimension} float32 needs {expected}")
+        array = np.frombuffer(raw, dtype="<f4").reshape(self.rows, self.dimension)
+        if not np.isfinite(array).all():
+            raise ValueError("vectors must be finite (no NaN or infinity)")
+        return array.astype(np.float32)
+
+    @classmethod
+    def from_numpy(cls, array: np.ndarray) -> Matrix:
+        """Encode a 1-D or 2-D array."""
+        array = np.asarray(array, dtype="<f4")
+        if array.ndim == 1:
+            array = array[None, :]
+        rows, dim = array.shape
+        return cls(rows=rows, dimension=dim, data=base64.b64encode(array.tobytes()).decode())
+
+
+class SearchRequest(_Request):
+    """``POST /v1/search``: one query vector, how many passages are wanted."""
+
+    vector: Matrix = Field(description="The query embedding (rows = 1).")
+    k: int = Field(ge=1, le=MAX_K, description="Passages wanted; the silo may release fewer (max_k, min_score).")
+    fingerprint: str = Field(min_length=1, max_length=200, description="Fingerprint of the model that embedded it.")
+    request_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Caller's id for the audit log."
+    )
+
+    @model_validator(mode="after")
+    def _one_row(self) -> SearchRequest:
+        if self.vector.rows != 1:
+            raise ValueError("vector must hold exactly one row")
+        return self
+
+
+class SearchHit(_Reply):
+    """One released passage."""
+
+    chunk_id: str = Field(max_length=128)
+    doc_id: str = Field(max_length=1024)
+    title: str = Field("", max_length=2000)
+    text: str | None = Field(None, description="Passage text after redaction; absent when the silo releases ids only.")
+    score: float = Field(description="Inner product of normalised embeddings, in [-1, 1] (noised under DP).")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchResponse(_Reply):
+    """The silo's answer to a search, after its release policy."""
+
+    silo: str
+    request_id: str | None = None
+    hits: list[SearchHit]
+    k_effective: int = Field(ge=0, description="How many passages the policy allowed for this request.")
+    epsilon_spent: float = Field(0.0, ge=0, description="Differential-privacy budget this request used.")
+    redactions: int = Field(0, ge=0, description="PII matches redacted from the released text.")
+    took_ms: float = Field(0.0, ge=0)
+
+
+class PolicySummary(_Reply):
+    """What a caller may expect from the silo's release policy."""
+
+    max_k: int
+    min_score: float
+    release_text: bool
+    dp_enabled: bool
+    epsilon_per_query: float | None = None
+
+
+class SiloCard(_Reply):
+    """``GET /v1/card``: what a silo publishes about itself for routing."""
+
+    name: str
+    description: str
+    chunk_count: int = Field(ge=0, description="Chunks indexed (possibly rounded or noised).")
+    embedding: EmbeddingSpec
+    centroids: Matrix = Field(description="k-means centroids of the silo's embeddings (possibly noised).")
+    policy: PolicySummary
+    protocol: str = PROTOCOL_VERSION
+
+
+class Problem(BaseModel):
+    """The one error shape (RFC 9457 problem details with a stable ``code``)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    code: str
+    detail: str

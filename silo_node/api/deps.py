@@ -1,0 +1,63 @@
+"""Dependencies shared by the silo's routes: the service, signed callers, operators."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from fastapi import Depends, Request
+
+from federation.errors import AuthenticationFailed, Forbidden, Unavailable, UnsupportedMediaType
+from federation.signing import Caller, RequestVerifier
+from silo_node.metrics import SiloMetrics
+from silo_node.service import SiloService
+
+
+def get_service(request: Request) -> SiloService:
+    """The app's open silo service."""
+    service: SiloService | None = getattr(request.app.state, "service", None)
+    if service is None:
+        raise Unavailable("silo is starting", code="not_ready")
+    return service
+
+
+def get_metrics(request: Request) -> SiloMetrics:
+    """The app's metrics."""
+    metrics: SiloMetrics = request.app.state.metrics
+    return metrics
+
+
+async def signed_caller(request: Request, metrics: SiloMetrics = Depends(get_metrics)) -> Caller:  # noqa: B008
+    """Verify the request's signature (401 with a reason) before anything else happens."""
+    verifier: RequestVerifier = request.app.state.verifier
+    body = await request.body()
+    if request.method == "POST":
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise UnsupportedMediaType("request body must be application/json")
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    try:
+        return verifier.verify(
+            request.method,
+            raw_path.decode("latin-1"),
+            request.scope.get("query_string", b"").decode("latin-1"),
+            request.headers,
+            body,
+        )
+    except AuthenticationFailed as exc:
+        metrics.auth_failures.labels(code=exc.code).inc()
+        raise
+
+
+def operator(request: Request) -> None:
+    """Require ``Authorization: Bearer <operator token>`` (401 without, 403 when wrong)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed(
+            "operator routes need 'Authorization: Bearer <operator token>'", code="operator_token_missing"
+        )
+    expected: str = request.app.state.operator_token_sha256
+    presented = hashlib.sha256(token.strip().encode()).hexdigest()
+    if not hmac.compare_digest(presented, expected):
+        raise Forbidden("operator token is not valid for this silo", code="operator_token_invalid")

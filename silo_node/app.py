@@ -1,0 +1,69 @@
+"""The silo node's FastAPI app, built by a factory; the service opens and closes in lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from federation.config import SiloSettings, load_silo_settings
+from federation.encoder import Encoder
+from federation.http import BodyLimitMiddleware, register_error_handlers
+from silo_node.api import health_router, operator_router, search_router
+from silo_node.metrics import SiloMetrics
+from silo_node.service import SiloService
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(silo_dir: Path, settings: SiloSettings | None = None, *, encoder: Encoder | None = None) -> FastAPI:
+    """Build the silo's app.
+
+    Args:
+        silo_dir: the silo's directory (``fedrag silo init``).
+        settings: settings to use instead of reading ``silo_dir/silo.toml``.
+        encoder: encoder for operator ingestion (loaded on first use when omitted).
+    """
+    settings = settings or load_silo_settings(silo_dir)
+    metrics = SiloMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = SiloService(settings, silo_dir, encoder=encoder)
+        await service.run(service.open)
+        app.state.verifier = service.verifier()
+        app.state.service = service
+        logger.info("silo ready", extra={"silo": settings.name, "vectors": len(service.index)})
+        try:
+            yield
+        finally:
+            app.state.service = None
+            service.close()
+
+    app = FastAPI(
+        title=f"fedrag silo '{settings.name}'",
+        version="1",
+        description="A fedrag-serve silo node: signed search over a private index, behind a release policy.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.operator_token_sha256 = settings.operator_token_sha256
+    app.state.service = None
+    register_error_handlers(app)
+    app.include_router(search_router)
+    app.include_router(operator_router)
+    app.include_router(health_router)
+
+    async def count_requests(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.requests.labels(route=getattr(route, "path", "unmatched"), status=str(response.status_code)).inc()
+        return response
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=count_requests)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,87 @@
+"""The silo card: what a silo publishes about itself so gateways can route to it.
+
+It holds the name and description, the chunk count (optionally rounded and noised), the
+embedding contract, and k-means centroids of the silo's embeddings (optionally noised),
+never any text.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from federation.config import CardSettings, ReleasePolicySettings
+from federation.membership import EmbeddingSpec
+from federation.protocol import Matrix, PolicySummary, SiloCard
+
+_KMEANS_ITERATIONS = 25
+
+
+def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int, iterations: int = _KMEANS_ITERATIONS) -> np.ndarray:
+    """Unit-length centroids of ``vectors`` by spherical k-means with k-means++ seeding.
+
+    Returns at most ``min(k, len(vectors))`` centroids; an empty input gives an empty array.
+    """
+    n, dim = vectors.shape
+    if n == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    k = min(k, n)
+    rng = np.random.default_rng(seed)
+    data = vectors.astype(np.float32)
+    centroids = np.empty((k, dim), dtype=np.float32)
+    centroids[0] = data[rng.integers(n)]
+    closest = 1.0 - data @ centroids[0]
+    for i in range(1, k):
+        weights = np.clip(closest, 0.0, None)
+        total = float(weights.sum())
+        pick = int(rng.choice(n, p=weights / total)) if total > 0 else int(rng.integers(n))
+        centroids[i] = data[pick]
+        closest = np.minimum(closest, 1.0 - data @ centroids[i])
+    for _ in range(iterations):
+        assign = np.argmax(data @ centroids.T, axis=1)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, assign, data)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        empty = norms[:, 0] == 0
+        sums[~empty] /= norms[~empty]
+        sums[empty] = centroids[empty]
+        if np.allclose(sums, centroids, atol=1e-6):
+            break
+        centroids = sums
+    return centroids
+
+
+def build_card(
+    *,
+    name: str,
+    description: str,
+    embedding: EmbeddingSpec,
+    chunk_count: int,
+    vectors: np.ndarray,
+    policy: ReleasePolicySettings,
+    settings: CardSettings,
+) -> SiloCard:
+    """Compute the card from a sample of the silo's vectors."""
+    rng = np.random.default_rng(settings.seed + 1)
+    centroids = spherical_kmeans(vectors, settings.centroids, seed=settings.seed)
+    if settings.centroid_noise_std > 0 and len(centroids):
+        centroids = centroids + rng.normal(0.0, settings.centroid_noise_std, centroids.shape).astype(np.float32)
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    count = float(chunk_count)
+    if settings.count_noise_scale > 0:
+        count += float(rng.laplace(0.0, settings.count_noise_scale))
+    published = max(0, round(count / settings.count_round_to) * settings.count_round_to)
+    matrix = Matrix.from_numpy(centroids) if len(centroids) else Matrix(rows=0, dimension=embedding.dimension, data="")
+    return SiloCard(
+        name=name,
+        description=description,
+        chunk_count=published,
+        embedding=embedding,
+        centroids=matrix,
+        policy=PolicySummary(
+            max_k=policy.max_k,
+            min_score=policy.min_score,
+            release_text=policy.release_text,
+            dp_enabled=policy.dp.enabled,
+            epsilon_per_query=policy.dp.epsilon_per_query if policy.dp.enabled else None,
+        ),
+    )

@@ -1,0 +1,255 @@
+"""``fedrag silo …``: the commands a silo operator runs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from federation.config import IndexSettings, SiloSettings, load_silo_settings, write_silo_settings
+from federation.errors import ConfigError
+from federation.identity import Identity
+from federation.membership import load_membership
+
+console = Console()
+app = typer.Typer(help="Run and manage a silo node (a data owner's private index).", no_args_is_help=True)
+
+OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name, not a secret)
+
+
+def _relative(path: Path, base: Path) -> Path:
+    path, base = path.resolve(), base.resolve()
+    try:
+        return Path(os.path.relpath(path, base))
+    except ValueError:
+        return path
+
+
+@app.command("init")
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Silo directory to create (holds config, store, index, audit log).")
+    ],
+    federation: Annotated[Path, typer.Option(help="The federation's membership file.")],
+    key: Annotated[Path, typer.Option(help="The silo's private.pem (from 'fedrag keys new').")],
+    name: Annotated[str, typer.Option(help="Silo name, as listed in the membership file.")],
+    description: Annotated[str, typer.Option(help="What the silo holds (published on its card).")] = "",
+    backend: Annotated[str, typer.Option(help="Index backend: faiss, hnswlib or exact.")] = "faiss",
+) -> None:
+    """Create a silo directory: writes silo.toml and a fresh operator token (printed once, saved 0600)."""
+    if (directory / "silo.toml").exists():
+        raise ConfigError(f"{directory} is already a silo; edit {directory / 'silo.toml'} to change it")
+    membership = load_membership(federation)
+    identity = Identity.load(key)
+    listed = next((s for s in membership.silos if s.name == name), None)
+    if listed is not None and listed.key_id != identity.key_id:
+        raise ConfigError(f"federation lists silo '{name}' with key {listed.key_id}, but {key} is {identity.key_id}")
+    directory.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    settings = SiloSettings(
+        name=name,
+        description=description or (listed.description if listed else ""),
+        federation_file=_relative(federation, directory),
+        key_file=_relative(key, directory),
+        operator_token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+        index=IndexSettings(backend=backend),
+    )
+    write_silo_settings(directory, settings)
+    fd = os.open(directory / OPERATOR_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    console.print(f"silo '{name}' created in {directory} (key {identity.key_id})")
+    if listed is None:
+        console.print(
+            f"[yellow]note:[/] '{name}' is not in {federation} yet: ask the federation to run "
+            f"'fedrag federation add-silo' with this silo's public key and URL"
+        )
+    console.print(f"operator token saved to {directory / OPERATOR_TOKEN_FILE} (mode 0600)")
+
+
+def _open_service(directory: Path) -> Any:
+    from silo_node.service import SiloService
+
+    return SiloService(load_silo_settings(directory), directory).open()
+
+
+@app.command("ingest")
+def ingest(
+    directory: Annotated[Path, typer.Argument(help="Silo directory.")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files or directories (.txt .md .rst .html .jsonl), recursively.")
+    ],
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print each document id once it is durable.")
+    ] = False,
+) -> None:
+    """Chunk, embed and index documents. Unchanged documents are skipped; changed ones replaced."""
+    from silo_node.ingest import iter_documents
+
+    service = _open_service(directory)
+    try:
+        items = list(iter_documents(paths, max_file_bytes=service.settings.chunking.max_file_bytes))
+        with Progress(
+            TextColumn("embedding"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("documents"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=not console.is_terminal,
+        ) as progress:
+            task = progress.add_task("ingest", total=sum(1 for i in items if hasattr(i, "doc_id")))
+
+            def ack(doc_id: str) -> None:
+                progress.advance(task)
+                if verbose:
+                    console.print(f"stored {doc_id}", highlight=False)
+
+            report = service.ingest(items, on_ack=ack)
+    finally:
+        service.close()
+    console.print(
+        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged} documents; "
+        f"{report.chunks} chunks in {report.seconds:.1f}s"
+    )
+    for problem in report.problems:
+        console.print(f"[yellow]skipped[/] {problem.source}: {problem.reason}", highlight=False)
+
+
+@app.command("delete")
+def delete(
+    directory: Annotated[Path, typer.Argument(help="Silo directory.")],
+    doc_id: Annotated[str, typer.Argument(help="Document id (see 'fedrag silo stats' / the operator API).")],
+) -> None:
+    """Delete a document: a running node stops returning it at once; its text is erased from disk."""
+    service = _open_service(directory)
+    try:
+        removed = service.delete(doc_id)
+    finally:
+        service.close()
+    console.print(f"deleted {doc_id} ({removed} chunks)")
+
+
+@app.command("serve")
+def serve(
+    directory: Annotated[Path, typer.Argument(help="Silo directory.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8101,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) to serve HTTPS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(help="CA bundle: require client certificates signed by it (mutual TLS).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the silo's API (signed search and card, operator routes, health, metrics)."""
+    import ssl
+
+    import uvicorn
+
+    from silo_node.app import create_app
+
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if tls_client_ca is not None and tls_cert is None:
+        raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+    app_ = create_app(directory)
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        log_level=log_level,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        ssl_ca_certs=str(tls_client_ca) if tls_client_ca else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if tls_client_ca else ssl.CERT_NONE,
+    )
+
+
+@app.command("card")
+def card(directory: Annotated[Path, typer.Argument(help="Silo directory.")]) -> None:
+    """Print the card this silo publishes (JSON): what gateways learn about it for routing."""
+    service = _open_service(directory)
+    try:
+        typer.echo(service.card().model_dump_json(indent=2))
+    finally:
+        service.close()
+
+
+@app.command("stats")
+def stats(directory: Annotated[Path, typer.Argument(help="Silo directory.")]) -> None:
+    """Print document and chunk counts, index kind and sizes."""
+    service = _open_service(directory)
+    try:
+        typer.echo(json.dumps(service.stats(), indent=2))
+    finally:
+        service.close()
+
+
+@app.command("search")
+def search(
+    url: Annotated[str, typer.Argument(help="The silo's base URL, e.g. http://127.0.0.1:8101.")],
+    text: Annotated[str, typer.Argument(help="The question to search for.")],
+    federation: Annotated[Path, typer.Option(help="The membership file.")],
+    key: Annotated[Path, typer.Option(help="A gateway's private.pem listed in the federation.")],
+    silo: Annotated[str | None, typer.Option(help="Silo name (default: the silo whose URL matches).")] = None,
+    k: Annotated[int, typer.Option("-k", help="Passages wanted.")] = 5,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the silo.")] = 10.0,
+    ca: Annotated[Path | None, typer.Option(help="CA bundle to verify the silo's TLS certificate.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON reply.")] = False,
+) -> None:
+    """Search a silo as a gateway would (signed): what an operator runs to check a node."""
+    from federation.client import SiloClient
+    from federation.encoder import SentenceTransformerEncoder
+    from federation.signing import RequestSigner
+
+    membership = load_membership(federation)
+    if silo is None:
+        matches = [s.name for s in membership.silos if s.url.rstrip("/") == url.rstrip("/")]
+        if len(matches) != 1:
+            raise ConfigError(f"no silo in {federation} has URL {url}; name it with --silo")
+        silo = matches[0]
+    encoder = SentenceTransformerEncoder(model_id=membership.embedding.model)
+    vector = encoder.encode([text])[0]
+
+    async def run() -> Any:
+        client = SiloClient(
+            url, silo, RequestSigner(Identity.load(key)), timeout=timeout, verify=str(ca) if ca else True
+        )
+        async with client:
+            return await client.search(vector, k, membership.embedding.fingerprint)
+
+    reply = asyncio.run(run())
+    if as_json:
+        typer.echo(reply.model_dump_json(indent=2))
+        return
+    table = Table(
+        "#", "score", "doc", "passage", title=f"{reply.silo}: {len(reply.hits)} passages in {reply.took_ms:.1f} ms"
+    )
+    for rank, hit in enumerate(reply.hits, 1):
+        passage = (hit.text or "(text withheld by policy)").replace("\n", " ")
+        table.add_row(str(rank), f"{hit.score:.3f}", hit.doc_id, passage[:160])
+    console.print(table)
+    if reply.redactions:
+        console.print(f"{reply.redactions} PII matches redacted by the silo's policy")
+
+
+@app.command("demo")
+def demo(
+    workdir: Annotated[Path, typer.Argument(help="Working directory for keys, membership file and silo.")] = Path(
+        "demo-work"
+    ),
+) -> None:
+    """Build a one-silo federation from packaged text, serve it, and run signed searches against it."""
+    from silo_node.demo import run_demo
+
+    run_demo(workdir, console)

@@ -1,0 +1,28 @@
+"""A silo's release policy: what may leave the silo, and the record of what did.
+
+:class:`ReleasePolicy` caps and filters search hits, optionally selects them with
+differential privacy under per-client epsilon budgets (:class:`EpsilonAccountant`),
+redacts PII (:class:`Redactor`), and appends every decision to a hash-chained
+:class:`AuditLog`.
+"""
+
+from __future__ import annotations
+
+from silo_node.policy.accounting import EpsilonAccountant
+from silo_node.policy.audit import AuditLog
+from silo_node.policy.dp import gumbel_top_k, laplace_scores
+from silo_node.policy.redaction import BUILTIN_KINDS, Redactor
+from silo_node.policy.release import Candidate, Release, ReleasedHit, ReleasePolicy
+
+__all__ = [
+    "BUILTIN_KINDS",
+    "AuditLog",
+    "Candidate",
+    "EpsilonAccountant",
+    "Redactor",
+    "Release",
+    "ReleasePolicy",
+    "ReleasedHit",
+    "gumbel_top_k",
+    "laplace_scores",
+]

@@ -1,0 +1,297 @@
+"""The release policy: the only way a silo's passages leave it.
+
+For each search the policy caps ``k`` at ``max_k``, drops passages below ``min_score``,
+optionally selects and scores them with differential privacy (charging the client's
+epsilon budget first), withholds or redacts text, and writes one audit record whether
+anything was released or the request was refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+import numpy as np
+
+from federation.config import ReleasePolicySettings
+from federation.errors import BudgetExhausted, ConfigError, ValidationFailed
+from silo_node.policy.accounting import EpsilonAccountant
+from silo_node.policy.audit import AuditLog
+from silo_node.policy.dp import gumbel_top_k, laplace_scores
+from silo_node.policy.redaction import Redactor
+
+__all__ = ["Candidate", "Release", "ReleasePolicy", "ReleasedHit"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One exact search hit, before the policy."""
+
+    chunk_id: int
+    doc_id: str
+    title: str
+    text: str
+    score: float
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReleasedHit:
+    """One passage as it may leave the silo (text ``None`` when text is withheld)."""
+
+    chunk_id: int
+    doc_id: str
+    title: str
+    text: str | None
+    score: float
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Release:
+    """What one search releases, and what it cost."""
+
+    hits: list[ReleasedHit]
+    epsilon_spent: float
+    redactions: int
+    k_effective: int
+
+
+class ReleasePolicy:
+    """Applies a silo's :class:`~federation.config.ReleasePolicySettings` to search hits.
+
+    Args:
+        settings: The operator's release policy.
+        audit: Where every request is recorded; ``None`` records nothing.
+        accountant: Per-client epsilon budgets. With DP enabled and none given, one is
+            built from ``settings.dp`` and restored from ``audit``'s records within the
+            window, so a restart does not reset anyone's budget.
+        rng: Noise source for DP; defaults to a generator seeded from the OS.
+        clock: Wall-clock source, shared with the accountant built here.
+
+    Raises:
+        ConfigError: A redaction pattern is invalid, or one query's epsilon exceeds the
+            budget per window (no query could ever be answered).
+        ServerError: The audit log's hash chain is broken (code ``audit_corrupt``);
+            budgets cannot be restored from it.
+    """
+
+    def __init__(
+        self,
+        settings: ReleasePolicySettings,
+        *,
+        audit: AuditLog | None,
+        accountant: EpsilonAccountant | None = None,
+        rng: np.random.Generator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._audit = audit
+        self._clock = clock
+        self._rng = rng if rng is not None else np.random.default_rng()
+        self._rng_lock = threading.Lock()
+        self._redactor = Redactor(settings.redaction_patterns)
+        if settings.redaction_patterns and not settings.redact_pii:
+            logger.warning("redaction_patterns are set but redact_pii is false: they are not applied")
+        dp = settings.dp
+        if dp.enabled:
+            if dp.epsilon_per_query > dp.budget_per_window:
+                raise ConfigError(
+                    f"policy.dp.epsilon_per_query ({dp.epsilon_per_query:g}) exceeds "
+                    f"policy.dp.budget_per_window ({dp.budget_per_window:g})"
+                )
+            if accountant is None:
+                accountant = EpsilonAccountant(dp.budget_per_window, dp.window_s, clock=clock)
+                if audit is not None:
+                    self._restore(accountant, audit)
+                else:
+                    logger.warning("DP is enabled without an audit log: budgets reset when the silo restarts")
+        self._accountant = accountant
+
+    @property
+    def settings(self) -> ReleasePolicySettings:
+        """The policy's settings."""
+        return self._settings
+
+    @property
+    def accountant(self) -> EpsilonAccountant | None:
+        """The epsilon accountant (``None`` without DP and none given)."""
+        return self._accountant
+
+    def candidates_needed(self, k: int) -> int:
+        """How many exact candidates the search must fetch for a request of ``k``.
+
+        Raises:
+            ValidationFailed: ``k`` is smaller than 1.
+        """
+        k_eff = self._k_effective(k)
+        dp = self._settings.dp
+        return max(dp.candidate_pool, k_eff) if dp.enabled else k_eff
+
+    def check_budget(self, client_id: str) -> None:
+        """Refuse early, before any search, when ``client_id`` cannot afford a query.
+
+        Raises:
+            BudgetExhausted: The client's budget for the window is spent.
+        """
+        dp = self._settings.dp
+        if dp.enabled and self._accountant is not None:
+            self._accountant.check(client_id, dp.epsilon_per_query)
+
+    def apply(self, client_id: str, requested_k: int, candidates: Sequence[Candidate], *, request_id: str) -> Release:
+        """Decide what of ``candidates`` leaves the silo, and audit the decision.
+
+        Args:
+            client_id: Key id of the caller (the gateway).
+            requested_k: Passages the caller asked for.
+            candidates: Exact search hits, as many as :meth:`candidates_needed` said.
+            request_id: The caller's request id, for the audit log.
+
+        Returns:
+            The released hits, best released score first.
+
+        Raises:
+            ValidationFailed: ``requested_k`` is smaller than 1.
+            BudgetExhausted: DP is on and the client's budget is spent (the refusal is
+                audited; nothing is selected).
+            ServerError: The audit record could not be written; nothing is released.
+        """
+        k_eff = self._k_effective(requested_k)
+        eligible = [c for c in candidates if math.isfinite(c.score) and c.score >= self._settings.min_score]
+        eligible.sort(key=lambda c: (-c.score, c.chunk_id))
+        dp = self._settings.dp
+        if dp.enabled and self._accountant is not None:
+            try:
+                self._accountant.charge(client_id, dp.epsilon_per_query)
+            except BudgetExhausted:
+                self._record(client_id, request_id, requested_k, k_eff, 0.0, [], 0, outcome="budget_exhausted")
+                raise
+            chosen, scores = self._select_private(eligible[: self.candidates_needed(requested_k)], k_eff)
+            epsilon_spent = dp.epsilon_per_query
+        else:
+            chosen = eligible[:k_eff]
+            scores = [c.score for c in chosen]
+            epsilon_spent = 0.0
+        hits, redactions = self._render(chosen, scores)
+        self._record(
+            client_id,
+            request_id,
+            requested_k,
+            k_eff,
+            epsilon_spent,
+            [hit.chunk_id for hit in hits],
+            redactions,
+            outcome="released",
+        )
+        logger.debug(
+            "release",
+            extra={"client_id": client_id, "request_id": request_id, "k_eff": k_eff, "released": len(hits)},
+        )
+        return Release(hits=hits, epsilon_spent=epsilon_spent, redactions=redactions, k_effective=k_eff)
+
+    def _k_effective(self, requested_k: int) -> int:
+        if requested_k < 1:
+            raise ValidationFailed(f"k must be at least 1, got {requested_k}")
+        return min(requested_k, self._settings.max_k)
+
+    def _select_private(self, pool: list[Candidate], k_eff: int) -> tuple[list[Candidate], list[float]]:
+        """Noisy top-``k_eff`` of ``pool``: half the epsilon selects, half releases scores.
+
+        Each of the ``k_eff`` picks spends ``epsilon / 2 / k_eff`` and so does each
+        released score, also when the pool holds fewer than ``k_eff`` passages.
+        """
+        picks = min(k_eff, len(pool))
+        if picks == 0:
+            return [], []
+        dp = self._settings.dp
+        per_pick = dp.epsilon_per_query / 2.0 / k_eff
+        true_scores = np.array([c.score for c in pool], dtype=np.float64)
+        with self._rng_lock:
+            index = gumbel_top_k(true_scores, picks, per_pick * picks, dp.sensitivity, self._rng)
+            released = laplace_scores(true_scores[index], per_pick, dp.sensitivity, self._rng)
+        order = np.argsort(-released, kind="stable")
+        return [pool[int(index[i])] for i in order], [float(released[i]) for i in order]
+
+    def _render(self, chosen: Sequence[Candidate], scores: Sequence[float]) -> tuple[list[ReleasedHit], int]:
+        """Withhold or redact each chosen passage's text, title and metadata strings."""
+        settings = self._settings
+        hits: list[ReleasedHit] = []
+        total = 0
+        for candidate, score in zip(chosen, scores, strict=True):
+            title = candidate.title
+            text: str | None = candidate.text if settings.release_text else None
+            metadata = dict(candidate.metadata)
+            if settings.redact_pii:
+                title, count = self._redactor.redact(title)
+                total += count
+                if text is not None:
+                    text, count = self._redactor.redact(text)
+                    total += count
+                metadata, count = self._redactor.redact_strings(metadata)
+                total += count
+            hits.append(
+                ReleasedHit(
+                    chunk_id=candidate.chunk_id,
+                    doc_id=candidate.doc_id,
+                    title=title,
+                    text=text,
+                    score=float(score),
+                    metadata=metadata,
+                )
+            )
+        return hits, total
+
+    def _record(
+        self,
+        client_id: str,
+        request_id: str,
+        requested_k: int,
+        k_eff: int,
+        epsilon_spent: float,
+        released: list[int],
+        redactions: int,
+        *,
+        outcome: str,
+    ) -> None:
+        if self._audit is None:
+            return
+        self._audit.append(
+            {
+                "event": "search",
+                "outcome": outcome,
+                "client_id": client_id,
+                "request_id": request_id,
+                "requested_k": requested_k,
+                "k_eff": k_eff,
+                "epsilon_spent": epsilon_spent,
+                "released": released,
+                "redactions": redactions,
+            }
+        )
+
+    def _restore(self, accountant: EpsilonAccountant, audit: AuditLog) -> None:
+        """Replay the charges ``audit`` recorded within the accountant's window."""
+        audit.verify()
+        horizon = self._clock() - accountant.window_s
+        restored = 0
+        for record in audit.records():
+            client_id = record.get("client_id")
+            at = record.get("time")
+            epsilon = record.get("epsilon_spent")
+            if not isinstance(client_id, str) or not _is_number(at) or not _is_number(epsilon):
+                continue
+            if epsilon > 0 and at > horizon:
+                accountant.restore(client_id, float(at), float(epsilon))
+                restored += 1
+        logger.info("privacy budgets restored from the audit log", extra={"charges": restored})
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

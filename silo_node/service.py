@@ -1,0 +1,254 @@
+"""The silo service: store, live index, encoder and release policy behind one object.
+
+The HTTP app and the operator CLI both drive a silo through this class, so they share one
+behaviour. Blocking work (index, store, encoder) runs in the service's own thread pool
+when called from the event loop (the ``a*`` methods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+
+from federation.config import SiloSettings
+from federation.encoder import Encoder, SentenceTransformerEncoder
+from federation.errors import ConfigError, Conflict, NotFound, ValidationFailed
+from federation.identity import Identity
+from federation.membership import Membership, load_membership
+from federation.protocol import SearchHit, SearchRequest, SearchResponse, SiloCard
+from federation.signing import ReplayCache, RequestVerifier
+from silo_node.card import build_card
+from silo_node.indexer import Indexer, IngestReport
+from silo_node.ingest import IngestProblem, SourceDocument
+from silo_node.live_index import LiveIndex
+from silo_node.policy import AuditLog, Candidate, ReleasePolicy
+from silo_node.store import DocumentInfo, SiloStore
+
+logger = logging.getLogger(__name__)
+
+DB_FILE = "silo.db"
+INDEX_FILE = "index.bin"
+AUDIT_FILE = "audit.jsonl"
+_CARD_SAMPLE = 20_000
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class SiloService:
+    """One silo: open it, search it, feed it, describe it.
+
+    Args:
+        settings: the silo's settings (``load_silo_settings(DIR)``).
+        silo_dir: the silo's data directory.
+        encoder: the embedding encoder; created on first ingestion when omitted (a silo
+            that only serves searches never loads the model).
+    """
+
+    def __init__(self, settings: SiloSettings, silo_dir: Path, *, encoder: Encoder | None = None) -> None:
+        self.settings = settings
+        self.silo_dir = Path(silo_dir)
+        self.membership: Membership = load_membership(settings.federation_file)
+        self.identity = Identity.load(settings.key_file)
+        self._check_membership()
+        self.dimension = self.membership.embedding.dimension
+        self.store = SiloStore(self.silo_dir / DB_FILE, dimension=self.dimension)
+        self.index = LiveIndex(self.store, settings.index, self.dimension, self.silo_dir / INDEX_FILE)
+        audit = AuditLog(self.silo_dir / AUDIT_FILE) if settings.policy.audit_log else None
+        self.policy = ReleasePolicy(settings.policy, audit=audit)
+        self._encoder = encoder
+        self._card: tuple[int, SiloCard] | None = None
+        self._saved_seq = -1
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.worker_threads, thread_name_prefix=f"silo-{settings.name}"
+        )
+
+    def _check_membership(self) -> None:
+        entry = next((s for s in self.membership.silos if s.name == self.settings.name), None)
+        if entry is None:
+            logger.warning(
+                "silo '%s' is not yet listed in federation '%s'; gateways cannot route to it",
+                self.settings.name,
+                self.membership.name,
+            )
+        elif entry.key_id != self.identity.key_id:
+            raise ConfigError(
+                f"the membership file lists silo '{entry.name}' with key {entry.key_id}, "
+                f"but {self.settings.key_file} holds {self.identity.key_id}"
+            )
+
+    # lifecycle -----------------------------------------------------------------------
+    def open(self) -> SiloService:
+        """Load (or rebuild) the index and catch up with the store."""
+        self.index.open()
+        self._saved_seq = -1 if self.index.rebuilt_on_open else self.index.seq
+        return self
+
+    def close(self) -> None:
+        """Persist the index snapshot if it changed, release resources."""
+        self.save_index()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+
+    def save_index(self) -> None:
+        """Write the index snapshot when it is behind the store."""
+        self.index.sync()
+        if self.index.seq != self._saved_seq:
+            self.index.save()
+            self._saved_seq = self.index.seq
+
+    async def run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run blocking ``fn`` in the service's thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(fn, *args, **kwargs))
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder, created on first use and checked against the federation's contract."""
+        if self._encoder is None:
+            self._encoder = SentenceTransformerEncoder(model_id=self.membership.embedding.model)
+        spec = self.membership.embedding
+        if self._encoder.fingerprint != spec.fingerprint:
+            raise ConfigError(
+                f"encoder fingerprint {self._encoder.fingerprint} differs from the federation's {spec.fingerprint}"
+            )
+        return self._encoder
+
+    def verifier(self) -> RequestVerifier:
+        """A verifier for requests addressed to this silo, trusting the federation's gateways."""
+        silo_keys = self.membership.silo_keys()
+        return RequestVerifier(
+            self.membership.gateway_keys(),
+            self.settings.name,
+            known_but_not_allowed={k: f"key of silo '{n}': only gateways may call silos" for k, n in silo_keys.items()},
+            clock_skew_s=self.settings.clock_skew_s,
+            replay_cache=ReplayCache(2 * self.settings.clock_skew_s + 1, self.settings.replay_cache_size),
+        )
+
+    # search -------------------------------------------------------------------------
+    def search(self, client_id: str, request: SearchRequest) -> SearchResponse:
+        """Search for one query and release what the policy allows."""
+        started = time.perf_counter()
+        spec = self.membership.embedding
+        if request.fingerprint != spec.fingerprint:
+            raise Conflict(
+                f"query was embedded by another model (fingerprint mismatch); this federation uses {spec.model}",
+                code="fingerprint_mismatch",
+            )
+        query = request.vector.to_numpy()[0]
+        if query.shape[0] != self.dimension:
+            raise ValidationFailed(
+                f"vector has dimension {query.shape[0]}; this federation's is {self.dimension}", code="wrong_dimension"
+            )
+        norm = float(np.linalg.norm(query))
+        if norm == 0.0:
+            raise ValidationFailed("vector must not be all zeros", code="zero_vector")
+        self.policy.check_budget(client_id)
+        wanted = self.policy.candidates_needed(request.k)
+        scores, ids = self.index.search(query / norm, wanted)
+        found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        chunks = self.store.chunks([i for _, i in found])
+        candidates = [
+            Candidate(
+                chunk_id=i,
+                doc_id=chunks[i].doc_id,
+                title=chunks[i].title,
+                text=chunks[i].text,
+                score=min(1.0, max(-1.0, s)),
+                metadata=chunks[i].metadata,
+            )
+            for s, i in found
+            if i in chunks
+        ]
+        release = self.policy.apply(client_id, request.k, candidates, request_id=request.request_id or "")
+        hits = [
+            SearchHit(
+                chunk_id=f"{self.settings.name}:{h.chunk_id}",
+                doc_id=h.doc_id,
+                title=h.title,
+                text=h.text,
+                score=h.score,
+                metadata=h.metadata,
+            )
+            for h in release.hits
+        ]
+        return SearchResponse(
+            silo=self.settings.name,
+            request_id=request.request_id,
+            hits=hits,
+            k_effective=release.k_effective,
+            epsilon_spent=release.epsilon_spent,
+            redactions=release.redactions,
+            took_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    # operator -----------------------------------------------------------------------
+    def ingest(
+        self,
+        items: Iterable[SourceDocument | IngestProblem],
+        *,
+        on_chunks: Callable[[int], None] | None = None,
+        on_ack: Callable[[str], None] | None = None,
+    ) -> IngestReport:
+        """Ingest documents, then bring the index up to date and snapshot it."""
+        report = Indexer(self.store, self.encoder, self.settings.chunking).ingest(
+            items, on_chunks=on_chunks, on_ack=on_ack
+        )
+        if report.documents:
+            self.save_index()
+        return report
+
+    def delete(self, doc_id: str) -> int:
+        """Delete a document: gone from results at once, from disk durably. Returns its chunk count."""
+        removed = self.store.delete_document(doc_id)
+        if removed is None:
+            raise NotFound(f"no document '{doc_id}' in this silo", code="document_not_found")
+        self.save_index()
+        return removed
+
+    def documents(self, *, offset: int, limit: int) -> list[DocumentInfo]:
+        """List documents."""
+        return self.store.list_documents(offset=offset, limit=limit)
+
+    def card(self) -> SiloCard:
+        """The silo's card, recomputed when the index changed."""
+        self.index.sync()
+        if self._card is None or self._card[0] != self.index.seq:
+            seq = self.index.seq
+            vectors = self.index.vectors_sample(_CARD_SAMPLE, self.settings.card.seed)
+            card = build_card(
+                name=self.settings.name,
+                description=self.settings.description,
+                embedding=self.membership.embedding,
+                chunk_count=len(self.index),
+                vectors=vectors,
+                policy=self.settings.policy,
+                settings=self.settings.card,
+            )
+            self._card = (seq, card)
+        return self._card[1]
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes for the operator."""
+        documents, chunks = self.store.counts()
+        index_path = self.silo_dir / INDEX_FILE
+        return {
+            "silo": self.settings.name,
+            "federation": self.membership.name,
+            "documents": documents,
+            "chunks": chunks,
+            "index_kind": self.index.kind,
+            "index_vectors": len(self.index),
+            "index_seq": self.index.seq,
+            "store_bytes": self.store.path.stat().st_size,
+            "index_bytes": index_path.stat().st_size if index_path.exists() else 0,
+            "dp_enabled": self.settings.policy.dp.enabled,
+        }

@@ -1,0 +1,141 @@
+"""Shared fixtures: the real encoder, a small federation on disk, a silo with sample data."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from federation.client import SiloClient
+from federation.config import SiloSettings, load_silo_settings, write_silo_settings
+from federation.encoder import SentenceTransformerEncoder
+from federation.identity import Identity
+from federation.membership import GatewayEntry, Membership, SiloEntry, save_membership
+from federation.signing import RequestSigner
+
+OPERATOR_TOKEN = "test-operator-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def encoder() -> SentenceTransformerEncoder:
+    """The real all-MiniLM-L6-v2 encoder, loaded once per test session."""
+    enc = SentenceTransformerEncoder()
+    enc.encode(["warm up"])
+    return enc
+
+
+@dataclass
+class Federation:
+    """A federation on disk: two silos (alpha, beta), one gateway, one outsider key."""
+
+    root: Path
+    file: Path
+    membership: Membership
+    gateway: Identity
+    silo_alpha: Identity
+    silo_beta: Identity
+    outsider: Identity
+
+    def silo_dir(self, name: str = "alpha") -> Path:
+        return self.root / "silos" / name
+
+    def signer(self, identity: Identity | None = None) -> RequestSigner:
+        return RequestSigner(identity or self.gateway)
+
+
+def make_federation(root: Path, encoder: SentenceTransformerEncoder) -> Federation:
+    root.mkdir(parents=True, exist_ok=True)
+    ids = {name: Identity.generate() for name in ("gateway", "alpha", "beta", "outsider")}
+    for name, identity in ids.items():
+        identity.save(root / "keys" / name)
+    membership = Membership(
+        name="test-fed",
+        embedding=encoder.spec(),
+        silos=(
+            SiloEntry(name="alpha", url="http://127.0.0.1:1", public_key=ids["alpha"].public.b64, description="alpha"),
+            SiloEntry(name="beta", url="http://127.0.0.1:2", public_key=ids["beta"].public.b64, description="beta"),
+        ),
+        gateways=(GatewayEntry(name="gw", public_key=ids["gateway"].public.b64),),
+    )
+    fed_file = root / "federation.toml"
+    save_membership(fed_file, membership)
+    for silo in ("alpha", "beta"):
+        silo_dir = root / "silos" / silo
+        silo_dir.mkdir(parents=True)
+        write_silo_settings(
+            silo_dir,
+            SiloSettings(
+                name=silo,
+                description=f"test silo {silo}",
+                federation_file=Path("../../federation.toml"),
+                key_file=Path(f"../../keys/{silo}/private.pem"),
+                operator_token_sha256=hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest(),
+            ),
+        )
+    return Federation(
+        root=root,
+        file=fed_file,
+        membership=membership,
+        gateway=ids["gateway"],
+        silo_alpha=ids["alpha"],
+        silo_beta=ids["beta"],
+        outsider=ids["outsider"],
+    )
+
+
+@pytest.fixture(scope="session")
+def _sample_federation(tmp_path_factory: pytest.TempPathFactory, encoder: SentenceTransformerEncoder) -> Federation:
+    """A federation whose silo 'alpha' holds the packaged sample documents (built once)."""
+    from silo_node.ingest import iter_documents, sample_data_dir
+    from silo_node.service import SiloService
+
+    fed = make_federation(tmp_path_factory.mktemp("fed-template"), encoder)
+    service = SiloService(load_silo_settings(fed.silo_dir()), fed.silo_dir(), encoder=encoder).open()
+    report = service.ingest(iter_documents([sample_data_dir()], max_file_bytes=10_000_000))
+    assert report.documents > 5 and not report.problems
+    service.close()
+    return fed
+
+
+@pytest.fixture
+def federation(tmp_path: Path, _sample_federation: Federation) -> Federation:
+    """A private copy of the sample federation for one test."""
+    shutil.copytree(_sample_federation.root, tmp_path / "fed", symlinks=True)
+    copy = Federation(
+        **{**vars(_sample_federation), "root": tmp_path / "fed", "file": tmp_path / "fed" / "federation.toml"}
+    )
+    return copy
+
+
+@pytest.fixture
+async def silo_app(federation: Federation, encoder: SentenceTransformerEncoder) -> AsyncIterator[httpx.ASGITransport]:
+    """The alpha silo's app, started (lifespan run), as an in-process transport."""
+    from silo_node.app import create_app
+
+    app = create_app(federation.silo_dir(), encoder=encoder)
+    async with app.router.lifespan_context(app):
+        yield httpx.ASGITransport(app=app)
+
+
+@pytest.fixture
+async def alpha_client(federation: Federation, silo_app: httpx.ASGITransport) -> AsyncIterator[SiloClient]:
+    """A gateway's signed client for silo alpha, in process."""
+    async with SiloClient("http://alpha", "alpha", federation.signer(), transport=silo_app) as client:
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
