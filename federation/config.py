@@ -40,6 +40,9 @@ class IndexSettings(_Section):
     ivf_nlist: int | None = Field(None, ge=1, description="FAISS IVF list count; default 4*sqrt(n).")
     ivf_nprobe: int = Field(16, ge=1, description="FAISS IVF lists probed per query (recall vs speed).")
     use_gpu: bool = Field(True, description="Use FAISS GPU indexes when faiss.get_num_gpus() > 0.")
+    search_threads: int = Field(
+        1, ge=1, le=256, description="OpenMP threads FAISS uses per query (the worker pool runs queries in parallel)."
+    )
 
 
 class ChunkingSettings(_Section):

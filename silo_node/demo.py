@@ -35,7 +35,7 @@ GATEWAY_NAME = "demo-gateway"
 QUESTIONS = (
     "What are the warning signs of a stroke?",
     "How is type 2 diabetes treated?",
-    "What does the patient note say about the follow-up appointment?",
+    "What was Jane Doe advised at her blood pressure review?",
 )
 
 

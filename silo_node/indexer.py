@@ -74,7 +74,7 @@ class Indexer:
         for item in items:
             if isinstance(item, IngestProblem):
                 report.problems.append(item)
-                logger.warning("skipped %s: %s", item.source, item.reason)
+                logger.info("skipped %s: %s", item.source, item.reason)
                 continue
             stored_hash = self._store.document_hash(item.doc_id)
             if stored_hash == item.content_hash:

@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 class LiveIndex:
     """A :class:`VectorIndex` plus the store sequence number it reflects.
 
-    Thread-safe: searches share a read lock against mutations (sync), which are serialised.
+    Thread-safe: the index itself lets searches run concurrently with each other and waits
+    them out for mutations; this class serialises its own mutations (sync, save).
     """
 
     def __init__(self, store: SiloStore, settings: IndexSettings, dimension: int, snapshot_path: Path) -> None:
@@ -100,13 +101,11 @@ class LiveIndex:
         """Top-``k`` (scores, ids) for one or more queries, after catching up with the store."""
         self.sync()
         queries = np.atleast_2d(np.asarray(query, dtype=np.float32))
-        with self._lock:
-            return self._index.search(queries, k)
+        return self._index.search(queries, k)
 
     def vectors_sample(self, limit: int, seed: int) -> np.ndarray:
         """Up to ``limit`` live vectors chosen at random (for the card's centroids)."""
-        with self._lock:
-            ids = self._index.ids()
+        ids = self._index.ids()
         if len(ids) > limit:
             ids = np.sort(np.random.default_rng(seed).choice(ids, size=limit, replace=False))
         _, vectors = self._store.embeddings(ids.tolist())

@@ -26,6 +26,7 @@ from federation.membership import Membership, load_membership
 from federation.protocol import SearchHit, SearchRequest, SearchResponse, SiloCard
 from federation.signing import ReplayCache, RequestVerifier
 from silo_node.card import build_card
+from silo_node.index import set_search_threads
 from silo_node.indexer import Indexer, IngestReport
 from silo_node.ingest import IngestProblem, SourceDocument
 from silo_node.live_index import LiveIndex
@@ -88,6 +89,7 @@ class SiloService:
     # lifecycle -----------------------------------------------------------------------
     def open(self) -> SiloService:
         """Load (or rebuild) the index and catch up with the store."""
+        set_search_threads(self.settings.index.search_threads)
         self.index.open()
         self._saved_seq = -1 if self.index.rebuilt_on_open else self.index.seq
         return self
@@ -151,7 +153,7 @@ class SiloService:
         norm = float(np.linalg.norm(query))
         if norm == 0.0:
             raise ValidationFailed("vector must not be all zeros", code="zero_vector")
-        self.policy.check_budget(client_id)
+        self.policy.check_budget(client_id, requested_k=request.k, request_id=request.request_id or "")
         wanted = self.policy.candidates_needed(request.k)
         scores, ids = self.index.search(query / norm, wanted)
         found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from silo_node.index.base import IndexCorrupt, VectorIndex
 from silo_node.index.exact import ExactIndex
-from silo_node.index.factory import index_from_bytes, make_index
+from silo_node.index.factory import index_from_bytes, make_index, set_search_threads
 from silo_node.index.faiss_index import FaissIndex
 from silo_node.index.hnsw_index import HnswlibIndex
 from silo_node.index.persist import load_index, save_index
@@ -24,4 +24,5 @@ __all__ = [
     "load_index",
     "make_index",
     "save_index",
+    "set_search_threads",
 ]

@@ -63,3 +63,14 @@ def index_from_bytes(data: bytes | memoryview, settings: IndexSettings, dimensio
     if len(index) != payload.count:
         raise IndexCorrupt(f"index holds {len(index)} vectors, header says {payload.count}")
     return index
+
+
+def set_search_threads(threads: int) -> None:
+    """Set how many OpenMP threads FAISS uses inside one search (process-wide).
+
+    A node answers one query per request from its own worker pool; letting each query
+    also fan out over every core makes single-query search slower on small machines.
+    """
+    import faiss
+
+    faiss.omp_set_num_threads(threads)

@@ -253,7 +253,10 @@ class FaissIndex:
         except RuntimeError as exc:
             raise IndexCorrupt(f"FAISS could not read the index: {exc}") from exc
         if raw.d != payload.dimension or raw.ntotal < payload.count:
-            raise IndexCorrupt(f"FAISS index has d={raw.d}, ntotal={raw.ntotal}; header says {payload}")
+            raise IndexCorrupt(
+                f"FAISS index has d={raw.d}, ntotal={raw.ntotal}; "
+                f"header says dimension={payload.dimension}, count={payload.count}"
+            )
         if raw.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise IndexCorrupt("FAISS index does not use the inner-product metric")
         index = cls(settings, payload.dimension)

@@ -135,15 +135,22 @@ class ReleasePolicy:
         dp = self._settings.dp
         return max(dp.candidate_pool, k_eff) if dp.enabled else k_eff
 
-    def check_budget(self, client_id: str) -> None:
+    def check_budget(self, client_id: str, *, requested_k: int = 0, request_id: str = "") -> None:
         """Refuse early, before any search, when ``client_id`` cannot afford a query.
+
+        The refusal is audited like any other request.
 
         Raises:
             BudgetExhausted: The client's budget for the window is spent.
         """
         dp = self._settings.dp
         if dp.enabled and self._accountant is not None:
-            self._accountant.check(client_id, dp.epsilon_per_query)
+            try:
+                self._accountant.check(client_id, dp.epsilon_per_query)
+            except BudgetExhausted:
+                k_eff = min(max(requested_k, 0), self._settings.max_k)
+                self._record(client_id, request_id, requested_k, k_eff, 0.0, [], 0, outcome="budget_exhausted")
+                raise
 
     def apply(self, client_id: str, requested_k: int, candidates: Sequence[Candidate], *, request_id: str) -> Release:
         """Decide what of ``candidates`` leaves the silo, and audit the decision.

@@ -172,6 +172,7 @@ def test_dp_budget_exhausted_is_429_before_search_and_audited(tmp_path: Path) ->
     with pytest.raises(BudgetExhausted) as early:
         policy.check_budget("gw")
     assert early.value.retry_after_s == pytest.approx(600.0)
+    assert [r["outcome"] for r in audit_lines(path)] == ["released"] * 3 + ["budget_exhausted"]
     with pytest.raises(BudgetExhausted) as late:
         policy.apply("gw", 2, make_candidates(SCORES), request_id="r3")
     assert late.value.status == 429
