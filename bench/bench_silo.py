@@ -15,14 +15,11 @@ import asyncio
 import hashlib
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import faiss
-import httpx
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,6 +31,7 @@ from federation.identity import Identity
 from federation.membership import GatewayEntry, Membership, SiloEntry, save_membership
 from federation.protocol import Matrix, SearchRequest
 from federation.signing import RequestSigner
+from silo_node.demo import free_port, running_silo
 from silo_node.ingest import make_document
 from silo_node.service import SiloService
 from silo_node.store import DocumentRecord
@@ -124,29 +122,7 @@ def main() -> None:
             node_t.append(time.perf_counter() - t)
         service.close()
 
-        port = 18000 + os.getpid() % 1000
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "federation",
-                "silo",
-                "serve",
-                str(silo_dir),
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ]
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
+        with running_silo(silo_dir, free_port()) as url:
             service = SiloService(load_silo_settings(silo_dir), silo_dir, encoder=encoder).open()
 
             async def http_run() -> tuple[list[float], list[float]]:
@@ -164,9 +140,6 @@ def main() -> None:
 
             http_t, inproc_t = asyncio.run(http_run())
             service.close()
-        finally:
-            proc.terminate()
-            proc.wait()
 
         print(
             f"## search overheads ({args.vectors} vectors, dim {dim}, k={args.k}, {args.queries} queries, flat index)"

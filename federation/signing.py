@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
@@ -111,7 +112,9 @@ class ReplayCache:
     """Remembers (key id, nonce) pairs until they could no longer pass the clock-skew window.
 
     Bounded: when full of nonces that are all still live, new requests are refused with
-    503 rather than forgetting a live nonce (which would open a replay window).
+    503 rather than forgetting a live nonce (which would open a replay window). It lives in
+    memory, so it also records when it started: signatures created before then are refused,
+    since the nonces they carry may have been used before a restart.
     """
 
     def __init__(self, ttl_s: float, max_entries: int, *, clock: Callable[[], float] = time.time) -> None:
@@ -120,6 +123,7 @@ class ReplayCache:
         self._clock = clock
         self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._lock = threading.Lock()
+        self.started_at = math.floor(clock())
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -228,6 +232,10 @@ class RequestVerifier:
         if created > now + self._skew:
             raise AuthenticationFailed(
                 f"signature created {created - now:.0f}s in the future", code="signature_from_future"
+            )
+        if created < self._replay.started_at:
+            raise AuthenticationFailed(
+                "signature created before this silo (re)started; sign the request again", code="signature_expired"
             )
         if key_id in self._not_allowed:
             raise AuthenticationFailed(self._not_allowed[key_id], code="key_not_allowed")

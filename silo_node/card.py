@@ -14,10 +14,13 @@ from federation.membership import EmbeddingSpec
 from federation.protocol import Matrix, PolicySummary, SiloCard
 
 _KMEANS_ITERATIONS = 25
+_KMEANS_RESTARTS = 4
 
 
-def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int, iterations: int = _KMEANS_ITERATIONS) -> np.ndarray:
-    """Unit-length centroids of ``vectors`` by spherical k-means with k-means++ seeding.
+def spherical_kmeans(
+    vectors: np.ndarray, k: int, *, seed: int, iterations: int = _KMEANS_ITERATIONS, restarts: int = _KMEANS_RESTARTS
+) -> np.ndarray:
+    """Unit-length centroids of ``vectors`` by spherical k-means (k-means++ seeding, best of ``restarts``).
 
     Returns at most ``min(k, len(vectors))`` centroids; an empty input gives an empty array.
     """
@@ -25,17 +28,32 @@ def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int, iterations: int 
     if n == 0:
         return np.zeros((0, dim), dtype=np.float32)
     k = min(k, n)
-    rng = np.random.default_rng(seed)
     data = vectors.astype(np.float32)
-    centroids = np.empty((k, dim), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    best, best_fit = data[:k], -np.inf
+    for _ in range(restarts):
+        centroids = _lloyd(data, _kmeans_plus_plus(data, k, rng), iterations)
+        fit = float(np.max(data @ centroids.T, axis=1).sum())
+        if fit > best_fit:
+            best, best_fit = centroids, fit
+    return best
+
+
+def _kmeans_plus_plus(data: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    n = len(data)
+    centroids = np.empty((k, data.shape[1]), dtype=np.float32)
     centroids[0] = data[rng.integers(n)]
-    closest = 1.0 - data @ centroids[0]
+    closest = 1.0 - data @ centroids[0]  # proportional to the squared chordal distance
     for i in range(1, k):
         weights = np.clip(closest, 0.0, None)
         total = float(weights.sum())
         pick = int(rng.choice(n, p=weights / total)) if total > 0 else int(rng.integers(n))
         centroids[i] = data[pick]
         closest = np.minimum(closest, 1.0 - data @ centroids[i])
+    return centroids
+
+
+def _lloyd(data: np.ndarray, centroids: np.ndarray, iterations: int) -> np.ndarray:
     for _ in range(iterations):
         assign = np.argmax(data @ centroids.T, axis=1)
         sums = np.zeros_like(centroids)

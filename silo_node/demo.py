@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -112,23 +113,28 @@ def _cli(args: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def running_silo(silo_dir: Path, port: int, *, timeout_s: float = 60.0) -> Iterator[str]:
-    """Start ``fedrag silo serve`` as a child process; yield its URL once ready; stop it after."""
-    url = f"http://127.0.0.1:{port}"
+def running_silo(
+    silo_dir: Path,
+    port: int,
+    *serve_args: str,
+    timeout_s: float = 60.0,
+    scheme: str = "http",
+    verify: bool | ssl.SSLContext = True,
+) -> Iterator[str]:
+    """Start ``fedrag silo serve`` as a child process; yield its URL once ready; stop it after.
+
+    Args:
+        silo_dir: the silo directory to serve.
+        port: loopback port to listen on.
+        serve_args: extra ``fedrag silo serve`` options (e.g. TLS files).
+        timeout_s: how long to wait for ``/readyz``.
+        scheme: ``https`` when ``serve_args`` turn TLS on.
+        verify: TLS verification for the readiness probe.
+    """
+    url = f"{scheme}://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "federation", "silo", "serve", str(silo_dir), "--port", str(port)]
     proc = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "federation",
-            "silo",
-            "serve",
-            str(silo_dir),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [*command, "--log-level", "warning", *serve_args], env={**os.environ, "HF_HUB_OFFLINE": "1"}
     )
     try:
         deadline = time.monotonic() + timeout_s
@@ -136,7 +142,7 @@ def running_silo(silo_dir: Path, port: int, *, timeout_s: float = 60.0) -> Itera
             if proc.poll() is not None:
                 raise Unavailable(f"silo process exited with code {proc.returncode}")
             try:
-                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                if httpx.get(f"{url}/readyz", timeout=1.0, verify=verify).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

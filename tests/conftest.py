@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,10 @@ from federation.encoder import SentenceTransformerEncoder
 from federation.identity import Identity
 from federation.membership import GatewayEntry, Membership, SiloEntry, save_membership
 from federation.signing import RequestSigner
+from silo_node.demo import free_port
 
 OPERATOR_TOKEN = "test-operator-token-0123456789abcdef"
+__all__ = ["OPERATOR_TOKEN", "Federation", "free_port", "make_federation"]
 
 
 @pytest.fixture(scope="session")
@@ -133,9 +134,3 @@ async def alpha_client(federation: Federation, silo_app: httpx.ASGITransport) ->
     """A gateway's signed client for silo alpha, in process."""
     async with SiloClient("http://alpha", "alpha", federation.signer(), transport=silo_app) as client:
         yield client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

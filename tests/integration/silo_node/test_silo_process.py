@@ -8,9 +8,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,35 +18,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from federation.client import SiloClient
+from silo_node.demo import running_silo
 from tests.conftest import Federation, free_port
 
 pytestmark = pytest.mark.integration
 FEDRAG = [sys.executable, "-m", "federation"]
 
 
-@contextmanager
-def serving(silo_dir: Path, *extra: str, scheme: str = "http", verify: bool | ssl.SSLContext = True) -> Iterator[str]:
-    port = free_port()
-    url = f"{scheme}://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [*FEDRAG, "silo", "serve", str(silo_dir), "--port", str(port), "--log-level", "warning", *extra],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "silo process died"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1, verify=verify).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "silo not ready in 60 s"
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+def serving(silo_dir: Path, *extra: str, scheme: str = "http", verify: bool | ssl.SSLContext = True):
+    return running_silo(silo_dir, free_port(), *extra, scheme=scheme, verify=verify)
 
 
 def test_operator_searches_a_running_silo_with_the_cli(federation: Federation) -> None:
@@ -142,3 +119,23 @@ async def test_tls_serving_and_a_signed_search_over_it(federation: Federation, e
                 encoder.encode(["influenza vaccine"])[0], 2, federation.membership.embedding.fingerprint
             )
         assert "influenza" in reply.hits[0].doc_id.lower()
+
+
+async def test_cli_delete_while_serving_takes_effect_at_once(federation: Federation, encoder) -> None:
+    vector = encoder.encode(["kidney stones passing with pain"])[0]
+    fingerprint = federation.membership.embedding.fingerprint
+    with serving(federation.silo_dir()) as url:
+        async with SiloClient(url, "alpha", federation.signer()) as client:
+            before = await client.search(vector, 3, fingerprint)
+            target = before.hits[0].doc_id
+            assert "kidney" in target
+            deleted = subprocess.run(  # noqa: ASYNC221
+                [*FEDRAG, "silo", "delete", str(federation.silo_dir()), target],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            )
+            assert deleted.returncode == 0, deleted.stderr
+            after = await client.search(vector, 10, fingerprint)
+            assert target not in {h.doc_id for h in after.hits}

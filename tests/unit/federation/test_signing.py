@@ -92,7 +92,9 @@ def test_unknown_key_and_silo_key_are_refused(parties: dict[str, Identity]) -> N
 
 def test_expired_and_future_signatures(parties: dict[str, Identity]) -> None:
     clock = Clock()
-    verifier = make_verifier(parties, clock)
+    clock.now -= 100
+    verifier = make_verifier(parties, clock)  # a silo that has been up for 100 s
+    clock.now += 100
     old = signed(parties["gateway"], Clock(clock.now - 31))
     future = signed(parties["gateway"], Clock(clock.now + 31))
     assert reject(verifier, old) == "signature_expired"
@@ -153,3 +155,12 @@ def test_signer_repr_hides_key(parties: dict[str, Identity]) -> None:
     signer = RequestSigner(parties["gateway"])
     assert "PRIVATE" not in repr(signer) and parties["gateway"].key_id in repr(signer)
     assert "PRIVATE" not in repr(parties["gateway"])
+
+
+def test_requests_signed_before_a_restart_are_refused(parties: dict[str, Identity]) -> None:
+    clock = Clock()
+    headers = signed(parties["gateway"], clock)
+    clock.now += 5  # the silo restarts with an empty replay cache 5 s later
+    restarted = make_verifier(parties, clock)
+    assert reject(restarted, headers) == "signature_expired"
+    restarted.verify("POST", "/v1/search", "", lower(signed(parties["gateway"], clock)), BODY)
