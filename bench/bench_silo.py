@@ -30,8 +30,9 @@ from federation.encoder import SentenceTransformerEncoder
 from federation.identity import Identity
 from federation.membership import GatewayEntry, Membership, SiloEntry, save_membership
 from federation.protocol import Matrix, SearchRequest
+from federation.services import free_port
 from federation.signing import RequestSigner
-from silo_node.demo import free_port, running_silo
+from silo_node.demo import running_silo
 from silo_node.ingest import make_document
 from silo_node.service import SiloService
 from silo_node.store import DocumentRecord

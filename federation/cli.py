@@ -132,7 +132,10 @@ def _load_part_commands() -> None:
         except ImportError as exc:  # a part whose extra is not installed
             logging.getLogger(__name__).debug("commands '%s' unavailable: %s", ep.name, exc)
             continue
-        app.add_typer(sub, name=ep.name)
+        if isinstance(sub, typer.Typer):
+            app.add_typer(sub, name=ep.name)
+        else:  # a single command, e.g. ``fedrag ask``
+            app.command(name=ep.name)(sub)
 
 
 def main() -> None:

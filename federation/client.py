@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -23,6 +24,15 @@ from federation.signing import RequestSigner
 
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class SearchExchange:
+    """A silo's search reply with the size of what crossed the wire."""
+
+    response: SearchResponse
+    bytes_sent: int
+    bytes_received: int
 
 
 class SiloClient:
@@ -67,15 +77,22 @@ class SiloClient:
         self, vector: np.ndarray, k: int, fingerprint: str, *, request_id: str | None = None
     ) -> SearchResponse:
         """Search the silo with one query vector."""
+        return (await self.search_exchange(vector, k, fingerprint, request_id=request_id)).response
+
+    async def search_exchange(
+        self, vector: np.ndarray, k: int, fingerprint: str, *, request_id: str | None = None
+    ) -> SearchExchange:
+        """Search, and report the bytes sent and received (for traces and cost accounting)."""
         request = SearchRequest(vector=Matrix.from_numpy(vector), k=k, fingerprint=fingerprint, request_id=request_id)
         body = request.model_dump_json().encode()
-        return await self._call("POST", "/v1/search", body, SearchResponse)
+        response, received = await self._call_sized("POST", "/v1/search", body, SearchResponse)
+        return SearchExchange(response=response, bytes_sent=len(body), bytes_received=received)
 
     async def card(self) -> SiloCard:
         """Fetch the silo's card."""
-        return await self._call("GET", "/v1/card", b"", SiloCard)
+        return (await self._call_sized("GET", "/v1/card", b"", SiloCard))[0]
 
-    async def _call(self, method: str, path: str, body: bytes, model: type[_ModelT]) -> _ModelT:
+    async def _call_sized(self, method: str, path: str, body: bytes, model: type[_ModelT]) -> tuple[_ModelT, int]:
         headers = self._signer.sign(method, path, "", body, self._audience)
         if body:
             headers["Content-Type"] = "application/json"
@@ -92,7 +109,7 @@ class SiloClient:
         if status >= 400:
             raise self._error_from(status, raw)
         try:
-            return model.model_validate_json(raw)
+            return model.model_validate_json(raw), len(raw)
         except ValidationError as exc:
             raise UpstreamError(
                 f"silo '{self._audience}' sent an invalid reply: {exc.error_count()} schema errors",

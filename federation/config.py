@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from federation.errors import ConfigError
+from federation.secrets import Secret
 
 SILO_CONFIG_FILE = "silo.toml"
 
@@ -38,7 +39,7 @@ class IndexSettings(_Section):
     hnsw_ef_construction: int = Field(200, ge=8, le=4096, description="HNSW build-time beam width.")
     hnsw_ef_search: int = Field(128, ge=1, le=4096, description="HNSW search-time beam width (recall vs speed).")
     ivf_nlist: int | None = Field(None, ge=1, description="FAISS IVF list count; default 4*sqrt(n).")
-    ivf_nprobe: int = Field(16, ge=1, description="FAISS IVF lists probed per query (recall vs speed).")
+    ivf_nprobe: int = Field(32, ge=1, description="FAISS IVF lists probed per query (recall vs speed).")
     use_gpu: bool = Field(True, description="Use FAISS GPU indexes when faiss.get_num_gpus() > 0.")
     search_threads: int = Field(
         1, ge=1, le=256, description="OpenMP threads FAISS uses per query (the worker pool runs queries in parallel)."
@@ -164,3 +165,65 @@ def _describe(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
+
+
+class LLMEndpointSettings(_Section):
+    """The OpenAI-compatible chat server that writes the answers (vLLM, or the embedded llama.cpp)."""
+
+    base_url: str = Field("http://127.0.0.1:8080", description="Server base URL (without /v1).")
+    model: str = Field("smollm2-135m-instruct", min_length=1, description="Model name sent with each request.")
+    api_key: Secret | None = Field(None, description="Bearer key for the LLM server, if it needs one.")
+    lora_adapter: str | None = Field(None, description="Served LoRA adapter name to use instead of the base model.")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for a whole answer.")
+    max_tokens: int = Field(384, ge=1, le=32_768, description="Most tokens generated per answer.")
+    temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
+    context_tokens: int = Field(2048, ge=256, description="The model's context window, for packing passages.")
+
+
+class RetrievalSettings(_Section):
+    """How the gateway routes, searches and merges."""
+
+    router: Literal["all", "centroid", "learned"] = Field("centroid", description="Routing strategy.")
+    router_threshold: float = Field(0.3, ge=-1, le=1, description="Centroid / learned router selection threshold.")
+    router_top_m: int = Field(3, ge=1, description="Centroid router: most silos selected above the threshold.")
+    router_model: Path | None = Field(None, description="Learned router model file (fedrag router train).")
+    max_silos: int = Field(4, ge=1, le=256, description="Cost budget: most silos asked per question.")
+    k_per_silo: int = Field(5, ge=1, le=100, description="Passages asked of each silo.")
+    k: int = Field(8, ge=1, le=100, description="Passages kept after merging.")
+    merger: Literal["score", "rrf", "calibrated"] = Field("score", description="How silo results are merged.")
+    dedup_threshold: float = Field(0.85, gt=0, le=1, description="Jaccard similarity at which passages are duplicates.")
+    deadline_s: float = Field(3.0, gt=0, le=120, description="Per-question deadline for all silo searches.")
+    show_silo_names: bool = Field(True, description="Show silo names in citations (false: per-answer pseudonyms).")
+    card_refresh_s: float = Field(300.0, gt=0, description="How often silo cards are fetched again.")
+    breaker_failures: int = Field(3, ge=1, description="Consecutive failures that open a silo's circuit breaker.")
+    breaker_open_s: float = Field(30.0, gt=0, description="How long an open breaker skips its silo.")
+
+
+class GatewaySettings(BaseSettings):
+    """A gateway's settings; flags of ``fedrag gateway serve`` and ``FEDRAG_GATEWAY_*`` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FEDRAG_GATEWAY_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    federation_file: Path = Field(description="The federation's membership file.")
+    key_file: Path = Field(description="The gateway's Ed25519 private key (PEM), listed in the membership file.")
+    api_keys_file: Path | None = Field(None, description="Hashed end-user API keys (fedrag gateway keys add).")
+    rate_limit_per_minute: int = Field(60, ge=1, description="Requests per minute per API key (429 beyond).")
+    max_question_chars: int = Field(4000, ge=1, description="Longest accepted question.")
+    max_body_bytes: int = Field(256 * 1024, ge=1024, description="Largest request body.")
+    allow_llm_only: bool = Field(False, description="Answer without sources when no silo could be searched.")
+    llm: LLMEndpointSettings = Field(default_factory=LLMEndpointSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Explicit values (CLI flags) override the environment."""
+        return (init_settings, env_settings)

@@ -99,8 +99,8 @@ class BudgetExhausted(ClientError):
     code = "budget_exhausted"
     title = "Budget exhausted"
 
-    def __init__(self, detail: str = "", *, retry_after_s: float | None = None) -> None:
-        super().__init__(detail)
+    def __init__(self, detail: str = "", *, retry_after_s: float | None = None, code: str | None = None) -> None:
+        super().__init__(detail, code=code)
         self.retry_after_s = retry_after_s
 
 

@@ -120,3 +120,30 @@ class BodyLimitMiddleware:
 def problem_schema() -> dict[str, Any]:
     """OpenAPI ``responses`` entry for error statuses."""
     return {"model": Problem, "description": "Problem details with a stable code"}
+
+
+class RequestCounter:
+    """Counts HTTP requests by route template and status (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp, counter: Any) -> None:
+        self.app = app
+        self.counter = counter  # a prometheus Counter labelled (route, status)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on and count its response status."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.counter.labels(route=route, status=str(status)).inc()

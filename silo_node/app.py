@@ -8,11 +8,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from federation.config import SiloSettings, load_silo_settings
 from federation.encoder import Encoder
-from federation.http import BodyLimitMiddleware, register_error_handlers
+from federation.http import BodyLimitMiddleware, RequestCounter, register_error_handlers
 from silo_node.api import health_router, operator_router, search_router
 from silo_node.metrics import SiloMetrics
 from silo_node.service import SiloService
@@ -58,33 +57,6 @@ def create_app(silo_dir: Path, settings: SiloSettings | None = None, *, encoder:
     app.include_router(operator_router)
     app.include_router(health_router)
 
-    app.add_middleware(RequestCounter, metrics=metrics)
+    app.add_middleware(RequestCounter, counter=metrics.requests)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
-
-
-class RequestCounter:
-    """Counts HTTP requests by route template and status (pure ASGI: no per-request task)."""
-
-    def __init__(self, app: ASGIApp, metrics: SiloMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on and count its response status."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def counting_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counting_send)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(route=route, status=str(status)).inc()

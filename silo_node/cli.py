@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -82,12 +83,50 @@ def _open_service(directory: Path) -> Any:
     return SiloService(load_silo_settings(directory), directory).open()
 
 
+def _corpus_spec(spec: str) -> tuple[str, int | None]:
+    """Split ``NAME[:LIMIT]`` (``mondo:2000``) into a known corpus name and its document limit."""
+    from silo_node.corpora import CORPORA
+
+    name, sep, limit = spec.partition(":")
+    if name not in CORPORA:
+        raise ConfigError(f"--corpus '{spec}': unknown corpus '{name}'; choose one of: {', '.join(CORPORA)}")
+    if sep and (not (limit.isascii() and limit.isdigit()) or int(limit) < 1):
+        raise ConfigError(f"--corpus '{spec}': the limit after ':' must be a whole number of documents, at least 1")
+    return name, int(limit) if sep else None
+
+
+def _with_corpora(items: list[Any], specs: list[tuple[str, int | None]]) -> list[Any]:
+    """Append the packaged corpora named by ``specs``; an id already read becomes a problem."""
+    from silo_node.corpora import load_corpus
+    from silo_node.ingest import IngestProblem
+
+    seen = {item.doc_id for item in items if not isinstance(item, IngestProblem)}
+    for name, limit in specs:
+        for document in load_corpus(name, limit=limit):
+            if document.doc_id in seen:
+                items.append(IngestProblem(f"corpus {name}", f"duplicate document id {document.doc_id!r}"))
+                continue
+            seen.add(document.doc_id)
+            items.append(document)
+    return items
+
+
 @app.command("ingest")
 def ingest(
     directory: Annotated[Path, typer.Argument(help="Silo directory.")],
     paths: Annotated[
-        list[Path], typer.Argument(help="Files or directories (.txt .md .rst .html .jsonl), recursively.")
-    ],
+        list[Path] | None,
+        typer.Argument(help="Files or directories (.txt .md .rst .html .jsonl .obo), recursively."),
+    ] = None,
+    corpus: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--corpus",
+            metavar="NAME[:LIMIT]",
+            help="A packaged corpus (see 'fedrag silo corpora'), e.g. mondo:2000 for an even sample of "
+            "2000 documents. Repeatable.",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Print each document id once it is durable.")
     ] = False,
@@ -95,9 +134,13 @@ def ingest(
     """Chunk, embed and index documents. Unchanged documents are skipped; changed ones replaced."""
     from silo_node.ingest import iter_documents
 
+    if not paths and not corpus:
+        raise ConfigError("nothing to ingest: give files or directories, or --corpus NAME (see 'fedrag silo corpora')")
+    specs = [_corpus_spec(spec) for spec in corpus or []]
     service = _open_service(directory)
     try:
-        items = list(iter_documents(paths, max_file_bytes=service.settings.chunking.max_file_bytes))
+        items = list(iter_documents(paths or [], max_file_bytes=service.settings.chunking.max_file_bytes))
+        items = _with_corpora(items, specs)
         with Progress(
             TextColumn("embedding"),
             BarColumn(),
@@ -123,6 +166,25 @@ def ingest(
     )
     for problem in report.problems:
         console.print(f"[yellow]skipped[/] {problem.source}: {problem.reason}", highlight=False)
+
+
+@app.command("corpora")
+def corpora() -> None:
+    """List the packaged corpora 'ingest --corpus' can load, and whether each is installed."""
+    from silo_node.corpora import CORPORA, corpus_status
+
+    with console.status("counting documents"):
+        status = corpus_status()
+    table = Table("name", "domain", "status", "description", title="packaged corpora")
+    for name, entry in CORPORA.items():
+        state = status[name]
+        table.add_row(
+            name,
+            entry.domain,
+            escape(state) if state.startswith("ok") else f"[yellow]{escape(state)}[/]",
+            entry.description,
+        )
+    console.print(table)
 
 
 @app.command("delete")

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +23,9 @@ from rich.table import Table
 from federation.client import SiloClient
 from federation.config import load_silo_settings
 from federation.encoder import Encoder, SentenceTransformerEncoder
-from federation.errors import Unavailable
 from federation.identity import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, Identity, load_public_key
 from federation.membership import EmbeddingSpec, GatewayEntry, Membership, SiloEntry, load_membership, save_membership
+from federation.services import fedrag_service, free_port
 from federation.signing import RequestSigner
 
 SILO_NAME = "clinic-notes"
@@ -38,13 +35,6 @@ QUESTIONS = (
     "How is type 2 diabetes treated?",
     "What was Jane Doe advised at her blood pressure review?",
 )
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build(workdir: Path, encoder: Encoder, console: Console) -> tuple[Path, Path]:
@@ -132,31 +122,9 @@ def running_silo(
         verify: TLS verification for the readiness probe.
     """
     url = f"{scheme}://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "federation", "silo", "serve", str(silo_dir), "--port", str(port)]
-    proc = subprocess.Popen(  # noqa: S603
-        [*command, "--log-level", "warning", *serve_args], env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise Unavailable(f"silo process exited with code {proc.returncode}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1.0, verify=verify).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise Unavailable(f"silo did not become ready within {timeout_s:.0f}s")
-            time.sleep(0.2)
+    args = ["silo", "serve", str(silo_dir), "--port", str(port), "--log-level", "warning", *serve_args]
+    with fedrag_service(args, f"{url}/readyz", timeout_s=timeout_s, verify=verify, what="silo"):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def run_demo(workdir: Path, console: Console | None = None) -> None:

@@ -21,8 +21,8 @@ from federation.config import SiloSettings, load_silo_settings, write_silo_setti
 from federation.encoder import SentenceTransformerEncoder
 from federation.identity import Identity
 from federation.membership import GatewayEntry, Membership, SiloEntry, save_membership
+from federation.services import free_port
 from federation.signing import RequestSigner
-from silo_node.demo import free_port
 
 OPERATOR_TOKEN = "test-operator-token-0123456789abcdef"
 __all__ = ["OPERATOR_TOKEN", "Federation", "free_port", "make_federation"]

@@ -1,9 +1,9 @@
 """Read a silo's source files into documents, reporting every file or line that cannot be used.
 
 ``iter_documents`` walks files and directories and yields a ``SourceDocument`` for each usable
-document and an ``IngestProblem`` for each file or JSONL line it had to leave out. One bad file
-or line never stops the rest; nothing is guessed silently (a file that is not UTF-8 is reported,
-not decoded some other way).
+document and an ``IngestProblem`` for each file, JSONL line or OBO stanza it had to leave out
+(OBO files are read by ``silo_node.ingest.obo``). One bad file or line never stops the rest;
+nothing is guessed silently (a file that is not UTF-8 is reported, not decoded some other way).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ __all__ = ["SUPPORTED_SUFFIXES", "IngestProblem", "SourceDocument", "iter_docume
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset({*PARSERS, ".jsonl"})
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset({*PARSERS, ".jsonl", ".obo"})
 """File suffixes ``iter_documents`` reads (compared case-insensitively)."""
 
 _BOM = b"\xef\xbb\xbf"
@@ -39,12 +39,13 @@ class SourceDocument:
 
     Attributes:
         doc_id: Files: the path relative to the directory it was found under (POSIX separators),
-            or the file name for a file given directly. JSONL: the record's ``id``.
+            or the file name for a file given directly. JSONL: the record's ``id``. OBO: the term id.
         title: The document's title (at most 200 characters; may be empty for JSONL records).
         text: The normalised text (NFC, ``LF`` line ends, no trailing spaces, single blank
             lines between paragraphs); for HTML the visible text only.
-        metadata: JSONL: the record's ``metadata`` object. Files: ``{"format"}``.
-        source: The file it came from; ``path:lineno`` for a JSONL record.
+        metadata: JSONL: the record's ``metadata`` object. OBO: ``{"ontology", "format"}``.
+            Other files: ``{"format"}``.
+        source: The file it came from; ``path:lineno`` for a JSONL record or an OBO term.
         content_hash: SHA-256 (hex) of ``title``, ``text`` and canonical JSON of ``metadata``.
     """
 
@@ -183,6 +184,11 @@ def _read_file(
                 return
             if suffix == ".jsonl":
                 yield from _read_jsonl(handle, source, max_file_bytes)
+                return
+            if suffix == ".obo":
+                from silo_node.ingest.obo import read_obo  # Here, not at the top: obo imports this module.
+
+                yield from read_obo(handle, source, max_file_bytes)
                 return
             data = handle.read(max_file_bytes + 1)
     except OSError as exc:

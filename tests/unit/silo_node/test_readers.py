@@ -63,7 +63,7 @@ def _jsonl(path: Path, *lines: object) -> Path:
 
 
 def test_supported_suffixes() -> None:
-    assert frozenset({".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".jsonl"}) == SUPPORTED_SUFFIXES
+    assert frozenset({".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".jsonl", ".obo"}) == SUPPORTED_SUFFIXES
 
 
 def test_plain_text_is_normalised_and_titled_by_its_first_line(tmp_path: Path) -> None:

@@ -1,0 +1,892 @@
+"""Gateway benchmarks (issue 3), each a comparison measured side by side in one run.
+
+1. Fan-out: latency of the gateway's concurrent fan-out (``SiloPool.search``) and of the
+   whole retrieval (``Pipeline.retrieve``: embed, route, search, aggregate) with N silos vs
+   1 silo, interleaved query by query. The silos are real ``fedrag silo serve`` processes on
+   loopback, each a copy of one corpus silo (own key, own membership entry). Because N silo
+   processes share this machine's cores with the gateway, the same comparison is also run
+   against stub silos that answer after a fixed delay without using the CPU (what remote
+   silos look like to the gateway); a serial fan-out would be about N times slower there.
+2. Deadline: the healthy silos plus one that answers after ``--slow-s`` seconds, with a
+   ``--deadline-ms`` deadline; p50/p95/p99 of the fan-out and of ``Pipeline.retrieve`` vs
+   the deadline, with the circuit breaker effectively disabled (every question waits for
+   the deadline) and, for comparison, with the default breaker (3 failures).
+3. Routing: a federation with one silo per packaged corpus (real encoder), questions =
+   titles of held-out documents of each corpus; label = silos contributing to the merged
+   top-k when all silos are asked. Each silo is searched once per question in process;
+   routers are then replayed on the cards offline: fraction of silo calls and recall@k of
+   the merged result against asking all silos, for ``all``, ``centroid`` and ``learned``
+   (trained on one half of the questions, every row evaluated on the other half).
+4. LLM: time to first token streamed through the gateway's ``/v1/chat/completions`` vs the
+   same request body sent straight to the embedded LLM server (``fedrag llm serve``), and
+   the per-step latency of ``/v1/ask`` from its traces (median over the questions).
+
+The routing federation is built once under ``--cache-dir`` (default ``.bench/routing-fed``)
+and reused while the corpus settings stay the same. Example:
+
+    .venv/bin/python bench/bench_gateway.py --queries 200 --deadline-queries 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from aggregation import Passage, ScoreMerger, validate_reply
+from federation.config import (
+    GatewaySettings,
+    LLMEndpointSettings,
+    RetrievalSettings,
+    SiloSettings,
+    load_silo_settings,
+    write_silo_settings,
+)
+from federation.encoder import SentenceTransformerEncoder
+from federation.identity import PRIVATE_KEY_FILE, Identity
+from federation.membership import GatewayEntry, Membership, SiloEntry, load_membership, save_membership
+from federation.protocol import Matrix, SearchRequest
+from federation.services import fedrag_service, free_port
+from federation.signing import RequestSigner
+from gateway.fanout import SiloPool
+from gateway.llm_client import LLMClient, LLMSettings
+from gateway.pipeline import ExecutorRun, Pipeline
+from router import AllRouter, CentroidRouter, LearnedRouter, SiloView, TrainingExample
+from silo_node.corpora import CORPORA, load_corpus
+from silo_node.demo import running_silo
+from silo_node.service import SiloService
+
+CACHE_VERSION = 1
+OPERATOR_SHA = hashlib.sha256(b"bench-operator-token").hexdigest()
+STEPS = ("embed", "route", "search", "aggregate")
+
+
+def log(message: str) -> None:
+    print(f"[bench_gateway {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def pct_ms(samples: Sequence[float], q: float) -> float:
+    """Percentile ``q`` of samples in seconds, in ms."""
+    return float(np.percentile(np.asarray(samples), q)) * 1000
+
+
+def write_silo(silo_dir: Path, name: str, description: str, key_dir: str) -> None:
+    """Write ``silo.toml`` for a silo two levels below the federation root."""
+    silo_dir.mkdir(parents=True, exist_ok=True)
+    write_silo_settings(
+        silo_dir,
+        SiloSettings(
+            name=name,
+            description=description,
+            federation_file=Path("../../federation.toml"),
+            key_file=Path(f"../../keys/{key_dir}/{PRIVATE_KEY_FILE}"),
+            operator_token_sha256=OPERATOR_SHA,
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# the routing federation: one silo per corpus, built once and cached
+
+
+@dataclass
+class CorpusFederation:
+    root: Path
+    membership: Membership
+    gateway: Identity
+    questions: list[tuple[str, str]]  # (corpus the held-out document came from, question text)
+
+    def silo_dir(self, name: str) -> Path:
+        return self.root / "silos" / name
+
+
+def corpus_federation(args: argparse.Namespace, encoder: SentenceTransformerEncoder) -> CorpusFederation:
+    root: Path = args.cache_dir
+    config = {
+        "version": CACHE_VERSION,
+        "corpora": args.corpora,
+        "per_corpus": args.per_corpus,
+        "questions_per_corpus": args.questions_per_corpus,
+        "seed": args.seed,
+        "fingerprint": encoder.fingerprint,
+    }
+    manifest = root / "manifest.json"
+    if not args.rebuild and manifest.is_file():
+        saved = json.loads(manifest.read_text(encoding="utf-8"))
+        if saved["config"] == config:
+            log(f"reusing the corpus federation in {root}")
+            return CorpusFederation(
+                root=root,
+                membership=load_membership(root / "federation.toml"),
+                gateway=Identity.load(root / "keys" / "gateway" / PRIVATE_KEY_FILE),
+                questions=[(c, q) for c, q in saved["questions"]],
+            )
+        log(f"{root} was built with other settings: rebuilding")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    ids = {name: Identity.generate() for name in ("gateway", *args.corpora)}
+    for name, identity in ids.items():
+        identity.save(root / "keys" / name)
+    membership = Membership(
+        name="bench-routing",
+        embedding=encoder.spec(),
+        silos=tuple(
+            SiloEntry(
+                name=c, url="http://127.0.0.1:1", public_key=ids[c].public.b64, description=CORPORA[c].description
+            )
+            for c in args.corpora
+        ),
+        gateways=(GatewayEntry(name="gw", public_key=ids["gateway"].public.b64),),
+    )
+    save_membership(root / "federation.toml", membership)
+    questions: list[tuple[str, str]] = []
+    started = time.perf_counter()
+    for corpus in args.corpora:
+        t = time.perf_counter()
+        documents = load_corpus(corpus)
+        count = args.per_corpus + args.questions_per_corpus
+        if count > len(documents):
+            raise SystemExit(f"corpus {corpus} has {len(documents)} documents, fewer than {count}")
+        picked = random.Random(f"{args.seed}:{corpus}").sample(range(len(documents)), count)
+        ingest = [documents[i] for i in sorted(picked[: args.per_corpus])]
+        held_out = [documents[i] for i in picked[args.per_corpus :]]
+        silo_dir = root / "silos" / corpus
+        write_silo(silo_dir, corpus, CORPORA[corpus].description, corpus)
+        service = SiloService(load_silo_settings(silo_dir), silo_dir, encoder=encoder).open()
+        try:
+            report = service.ingest(ingest)
+        finally:
+            service.close()
+        questions += [(corpus, d.title) for d in held_out if d.title.strip()]
+        log(
+            f"silo {corpus}: {report.documents} documents, {report.chunks} chunks, "
+            f"{time.perf_counter() - t:.0f} s (load + embed)"
+        )
+    manifest.write_text(json.dumps({"config": config, "questions": questions}, indent=1), encoding="utf-8")
+    log(f"corpus federation built in {time.perf_counter() - started:.0f} s")
+    return CorpusFederation(root, membership, ids["gateway"], questions)
+
+
+# --------------------------------------------------------------------------------------
+# 3. routing
+
+
+def routing_benchmark(fed: CorpusFederation, encoder: SentenceTransformerEncoder, k: int) -> None:
+    names = [s.name for s in fed.membership.silos]
+    services = {}
+    for name in names:
+        settings = load_silo_settings(fed.silo_dir(name))
+        settings.policy.audit_log = False  # offline replay: keep the cached silos' audit logs clean
+        services[name] = SiloService(settings, fed.silo_dir(name)).open()
+    try:
+        cards = {n: s.card() for n, s in services.items()}
+        described = encoder.encode([cards[n].description or n for n in names])  # as Pipeline._views does
+        views = tuple(
+            SiloView(name=n, card=cards[n], description_vector=v) for n, v in zip(names, described, strict=True)
+        )
+        vectors = encoder.encode([q for _, q in fed.questions])
+        fingerprint = fed.membership.embedding.fingerprint
+        results: list[dict[str, list[Passage]]] = []
+        for vector in vectors:
+            request = SearchRequest(vector=Matrix.from_numpy(vector), k=k, fingerprint=fingerprint)
+            results.append(
+                {
+                    n: validate_reply(n, s.search(fed.gateway.key_id, request), k_requested=k)
+                    for n, s in services.items()
+                }
+            )
+    finally:
+        for service in services.values():
+            service.close()
+
+    merger = ScoreMerger()
+    full = [{p.key for p in merger.merge(per, k)} for per in results]
+    labels = [frozenset(p.silo for p in merger.merge(per, k)) for per in results]
+
+    # alternate questions of each corpus go to training and to evaluation
+    seen: dict[str, int] = {}
+    train: list[int] = []
+    test: list[int] = []
+    for i, (corpus, _) in enumerate(fed.questions):
+        (train if seen.get(corpus, 0) % 2 == 0 else test).append(i)
+        seen[corpus] = seen.get(corpus, 0) + 1
+    examples = [TrainingExample(query=v, silos=views, relevant=lab) for v, lab in zip(vectors, labels, strict=True)]
+
+    def routed(router: Any, max_silos: int | None) -> list[list[str]]:
+        return [router.route(vectors[i], views, max_silos=max_silos).selected for i in test]
+
+    rows: dict[str, list[list[str]]] = {
+        "all": routed(AllRouter(), None),
+        "oracle (exactly the label silos)": [sorted(labels[i]) for i in test],
+        "centroid (threshold 0.3, top_m 3, max_silos 2)": routed(CentroidRouter(), 2),
+        "centroid (threshold 0.3, top_m 3, no budget)": routed(CentroidRouter(), None),
+    }
+    try:
+        learned = LearnedRouter.train([examples[i] for i in train])
+    except ValueError as exc:  # e.g. every silo relevant to every training question (tiny silos)
+        log(f"learned router not trained: {exc}")
+    else:
+        rows["learned (p >= 0.5, no budget)"] = routed(learned, None)
+        rows["learned (p >= 0.5, max_silos 2)"] = routed(learned, 2)
+
+    def score(selected: list[list[str]], subset: list[int]) -> tuple[float, float, float]:
+        fractions, recalls, silo_recalls = [], [], []
+        for j in subset:
+            i, sel = test[j], selected[j]
+            fractions.append(len(sel) / len(names))
+            if full[i]:
+                got = {p.key for p in merger.merge({s: results[i][s] for s in sel}, k)}
+                recalls.append(len(got & full[i]) / len(full[i]))
+            if labels[i]:
+                silo_recalls.append(len(set(sel) & labels[i]) / len(labels[i]))
+        return statistics.mean(fractions), statistics.mean(recalls), statistics.mean(silo_recalls)
+
+    everything = list(range(len(test)))
+    mean_labels = statistics.mean(len(labels[i]) for i in test)
+    print(
+        f"## 3. Routing ({len(names)} silos, one per corpus: {', '.join(names)}; "
+        f"{len(fed.questions)} questions, {len(train)} to train the learned router, {len(test)} evaluated; "
+        f"recall@{k} of the score-merged top-{k} against asking all silos)\n"
+    )
+    print(f"Chunks per silo: {', '.join(f'{n} {cards[n].chunk_count}' for n in names)}. ")
+    print(f"Silos contributing to the all-silo top-{k} (the label): {mean_labels:.2f} per question on average.\n")
+    print(f"| router | silo calls (fraction of all) | recall@{k} vs all silos | label silos found |")
+    print("|---|---:|---:|---:|")
+    for name, selected in rows.items():
+        fraction, recall, silo_recall = score(selected, everything)
+        print(f"| {name} | {fraction:.3f} | {recall:.3f} | {silo_recall:.3f} |")
+    print()
+    print(f"By the corpus the question came from (calls fraction / recall@{k}):\n")
+    pick = [
+        "centroid (threshold 0.3, top_m 3, max_silos 2)",
+        "centroid (threshold 0.3, top_m 3, no budget)",
+        "learned (p >= 0.5, no budget)",
+    ]
+    pick = [name for name in pick if name in rows]
+    print("| corpus | questions | label silos | " + " | ".join(pick) + " |")
+    print("|---|---:|---:|" + "---:|" * len(pick))
+    for corpus in names:
+        subset = [j for j, i in enumerate(test) if fed.questions[i][0] == corpus]
+        if not subset:
+            continue
+        cells = []
+        for name in pick:
+            fraction, recall, _ = score(rows[name], subset)
+            cells.append(f"{fraction:.2f} / {recall:.3f}")
+        label_mean = statistics.mean(len(labels[test[j]]) for j in subset)
+        print(f"| {corpus} | {len(subset)} | {label_mean:.2f} | " + " | ".join(cells) + " |")
+    print()
+
+
+# --------------------------------------------------------------------------------------
+# stub silos and an in-thread uvicorn server
+
+
+def _stub_reply(name: str, k: int) -> dict[str, Any]:
+    hits = [
+        {
+            "chunk_id": f"{name}:{i}",
+            "doc_id": f"{name}-doc-{i}",
+            "title": f"Stub passage {i}",
+            "text": f"Stub passage {i} of silo {name}, standing in for a remote silo's answer.",
+            "score": round(0.8 - 0.05 * i, 3),
+        }
+        for i in range(k)
+    ]
+    return {"silo": name, "hits": hits, "k_effective": k, "epsilon_spent": 0.0, "redactions": 0, "took_ms": 1.0}
+
+
+def stub_app(delay_s: float, slow_s: float) -> Starlette:
+    """Silos that answer valid replies after ``delay_s`` (``/stub/NAME``) or ``slow_s`` (``/slow/NAME``)."""
+
+    async def search(request: Request) -> Response:
+        body = json.loads(await request.body())
+        await asyncio.sleep(slow_s if request.path_params["mode"] == "slow" else delay_s)
+        return JSONResponse(_stub_reply(request.path_params["name"], int(body["k"])))
+
+    return Starlette(routes=[Route("/{mode}/{name}/v1/search", search, methods=["POST"])])
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, port: int) -> Iterator[str]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("in-thread server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+# --------------------------------------------------------------------------------------
+# the copy federation: N copies of one corpus silo, each with its own key and entry
+
+
+@dataclass
+class CopyFederation:
+    root: Path
+    membership: Membership  # URLs are placeholders; pools get the real ones
+    gateway: Identity
+    names: list[str]
+
+    def silo_dir(self, name: str) -> Path:
+        return self.root / "silos" / name
+
+    def with_urls(self, urls: dict[str, str], extra: Sequence[SiloEntry] = ()) -> Membership:
+        silos = [s.model_copy(update={"url": urls[s.name]}) for s in self.membership.silos if s.name in urls]
+        data = self.membership.model_dump()
+        return Membership.model_validate({**data, "silos": [s.model_dump() for s in (*silos, *extra)]})
+
+
+def copy_federation(root: Path, template: Path, count: int, encoder: SentenceTransformerEncoder) -> CopyFederation:
+    names = [f"s{i}" for i in range(count)]
+    ids = {name: Identity.generate() for name in ("gateway", *names)}
+    for name, identity in ids.items():
+        identity.save(root / "keys" / name)
+    membership = Membership(
+        name="bench-fanout",
+        embedding=encoder.spec(),
+        silos=tuple(
+            SiloEntry(name=n, url="http://127.0.0.1:1", public_key=ids[n].public.b64, description="disease definitions")
+            for n in names
+        ),
+        gateways=(GatewayEntry(name="gw", public_key=ids["gateway"].public.b64),),
+    )
+    save_membership(root / "federation.toml", membership)
+    for name in names:
+        shutil.copytree(template, root / "silos" / name, ignore=shutil.ignore_patterns("silo.toml", "audit.jsonl*"))
+        write_silo(root / "silos" / name, name, "disease definitions", name)
+    return CopyFederation(root, membership, ids["gateway"], names)
+
+
+def retrieval_settings(**overrides: Any) -> RetrievalSettings:
+    return RetrievalSettings(**{"router": "all", "deadline_s": 60.0, "max_silos": 256, **overrides})
+
+
+def make_pipeline(fed: CopyFederation, pool: SiloPool, settings: RetrievalSettings, encoder: Any, run: Any) -> Pipeline:
+    gateway_settings = GatewaySettings(
+        federation_file=fed.root / "federation.toml",
+        key_file=fed.root / "keys" / "gateway" / PRIVATE_KEY_FILE,
+        retrieval=settings,
+    )
+    unused_llm = LLMClient(LLMSettings(base_url="http://127.0.0.1:9", model="unused"))
+    return Pipeline(
+        gateway_settings,
+        encoder=encoder,
+        pool=pool,
+        router=AllRouter(),
+        merger=ScoreMerger(),
+        llm=unused_llm,
+        executor_run=run,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# 1. fan-out and 2. deadline
+
+
+async def fanout_and_deadline(
+    args: argparse.Namespace,
+    fed: CopyFederation,
+    silo_urls: dict[str, str],
+    stub_url: str,
+    encoder: SentenceTransformerEncoder,
+    questions: list[str],
+    vectors: np.ndarray,
+    parts: set[str],
+) -> None:
+    signer = RequestSigner(fed.gateway)
+    run = ExecutorRun()
+    k = RetrievalSettings().k_per_silo
+    n = len(fed.names)
+    stubs = [
+        SiloEntry(name=f"t{i}", url=f"{stub_url}/stub/t{i}", public_key=Identity.generate().public.b64)
+        for i in range(n)
+    ]
+    settings = retrieval_settings()
+    pools = {
+        ("real", 1): SiloPool(fed.with_urls({fed.names[0]: silo_urls[fed.names[0]]}), signer, settings),
+        ("real", n): SiloPool(fed.with_urls(silo_urls), signer, settings),
+        ("stub", 1): SiloPool(fed.with_urls({}, stubs[:1]), signer, settings),
+        ("stub", n): SiloPool(fed.with_urls({}, stubs), signer, settings),
+    }
+    pipes = {size: make_pipeline(fed, pools[("real", size)], settings, encoder, run) for size in (1, n)}
+    try:
+        if "fanout" in parts:
+            await fanout(args, pools, pipes, n, k, questions, vectors)
+        if "deadline" in parts:
+            await deadline(args, fed, silo_urls, stub_url, encoder, run, questions, vectors, k)
+    finally:
+        for pool in pools.values():
+            await pool.aclose()
+        run.shutdown()
+
+
+async def fanout(
+    args: argparse.Namespace,
+    pools: dict[tuple[str, int], SiloPool],
+    pipes: dict[int, Pipeline],
+    n: int,
+    k: int,
+    questions: list[str],
+    vectors: np.ndarray,
+) -> None:
+    samples: dict[tuple[str, int], list[float]] = {
+        (kind, size): [] for kind in ("real", "stub", "retrieve") for size in (1, n)
+    }
+    per_silo_ms: dict[tuple[str, int], list[float]] = {key: [] for key in samples}
+    failures = 0
+    total = args.queries + args.warmup
+    log(f"fan-out: {total} queries ({args.warmup} warm-up), 1 vs {n} silos")
+    for i in range(total):
+        vector, question = vectors[i % len(vectors)], questions[i % len(questions)]
+        order = (1, n) if i % 2 == 0 else (n, 1)  # alternate which size goes first
+        for kind in ("real", "stub", "retrieve"):
+            for size in order:
+                t = time.perf_counter()
+                if kind == "retrieve":
+                    retrieval = await pipes[size].retrieve(question)
+                    outcomes = retrieval.outcomes
+                else:
+                    pool = pools[(kind, size)]
+                    outcomes = await pool.search(pool.names, vector, k)
+                elapsed = time.perf_counter() - t
+                failures += sum(o.status != "ok" for o in outcomes)
+                if i >= args.warmup:
+                    samples[(kind, size)].append(elapsed)
+                    per_silo_ms[(kind, size)].extend(o.latency_ms for o in outcomes)
+    labels = {
+        "real": "fan-out `SiloPool.search`, real silo processes",
+        "stub": f"fan-out `SiloPool.search`, stub silos answering after {args.stub_delay_ms:g} ms (no CPU)",
+        "retrieve": "`Pipeline.retrieve` (embed, route, search, aggregate), real silo processes",
+    }
+    print(
+        f"## 1. Fan-out: 1 vs {n} silos ({args.queries} queries interleaved, k_per_silo={k}, "
+        f"router all, deadline {retrieval_settings().deadline_s:g} s; {failures} silo failures)\n"
+    )
+    print(
+        f"| path | 1 silo p50 ms | 1 silo p95 ms | {n} silos p50 ms | {n} silos p95 ms | "
+        f"ratio p50 | ratio p95 | mean per-silo call ms (1 / {n}) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for kind, label in labels.items():
+        one, many = samples[(kind, 1)], samples[(kind, n)]
+        p50_1, p95_1, p50_n, p95_n = pct_ms(one, 50), pct_ms(one, 95), pct_ms(many, 50), pct_ms(many, 95)
+        call_1, call_n = statistics.mean(per_silo_ms[(kind, 1)]), statistics.mean(per_silo_ms[(kind, n)])
+        print(
+            f"| {label} | {p50_1:.1f} | {p95_1:.1f} | {p50_n:.1f} | {p95_n:.1f} | "
+            f"{p50_n / p50_1:.2f} | {p95_n / p95_1:.2f} | {call_1:.1f} / {call_n:.1f} |"
+        )
+    print()
+
+
+async def deadline(
+    args: argparse.Namespace,
+    fed: CopyFederation,
+    silo_urls: dict[str, str],
+    stub_url: str,
+    encoder: SentenceTransformerEncoder,
+    run: ExecutorRun,
+    questions: list[str],
+    vectors: np.ndarray,
+    k: int,
+) -> None:
+    signer = RequestSigner(fed.gateway)
+    slow = SiloEntry(name="slow", url=f"{stub_url}/slow/slow", public_key=Identity.generate().public.b64)
+    membership = fed.with_urls(silo_urls, [slow])
+    deadline_s = args.deadline_ms / 1000
+    never = 1_000_000_000
+    no_breaker = retrieval_settings(deadline_s=deadline_s, breaker_failures=never)
+    default_breaker = retrieval_settings(deadline_s=deadline_s)
+    pools = {
+        "fanout": SiloPool(membership, signer, no_breaker),
+        "retrieve": SiloPool(membership, signer, no_breaker),
+        "default": SiloPool(membership, signer, default_breaker),
+    }
+    pipe = make_pipeline(fed, pools["retrieve"], no_breaker, encoder, run)
+    samples: dict[str, list[float]] = {key: [] for key in pools}
+    slow_status: dict[str, dict[str, int]] = {key: {} for key in pools}
+    healthy_late = dict.fromkeys(pools, 0)
+    total = args.deadline_queries + args.warmup
+    log(f"deadline: {total} queries, {len(silo_urls)} healthy silos + 1 answering after {args.slow_s:g} s")
+    try:
+        for i in range(total):
+            vector, question = vectors[i % len(vectors)], questions[i % len(questions)]
+            for key, pool in pools.items():
+                t = time.perf_counter()
+                if key == "retrieve":
+                    outcomes = (await pipe.retrieve(question)).outcomes
+                else:
+                    outcomes = await pool.search(pool.names, vector, k)
+                elapsed = time.perf_counter() - t
+                if i < args.warmup:
+                    continue
+                samples[key].append(elapsed)
+                for outcome in outcomes:
+                    if outcome.silo == "slow":
+                        slow_status[key][outcome.status] = slow_status[key].get(outcome.status, 0) + 1
+                    elif outcome.status != "ok":
+                        healthy_late[key] += 1
+    finally:
+        for pool in pools.values():
+            await pool.aclose()
+    labels = {
+        "fanout": "fan-out `SiloPool.search`, breaker_failures=1e9 (never opens)",
+        "retrieve": "`Pipeline.retrieve`, breaker_failures=1e9 (never opens)",
+        "default": "fan-out `SiloPool.search`, default breaker (opens after 3 failures)",
+    }
+    print(
+        f"## 2. Deadline: {len(silo_urls)} healthy silos + 1 answering after {args.slow_s:g} s, "
+        f"deadline {args.deadline_ms:g} ms ({args.deadline_queries} queries, interleaved)\n"
+    )
+    print("| path | p50 ms | p95 ms | p99 ms | max ms | p99 / deadline | slow silo outcomes | healthy silos not ok |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
+    for key, label in labels.items():
+        s = samples[key]
+        outcomes_text = ", ".join(f"{status} {count}" for status, count in sorted(slow_status[key].items()))
+        print(
+            f"| {label} | {pct_ms(s, 50):.1f} | {pct_ms(s, 95):.1f} | {pct_ms(s, 99):.1f} | {max(s) * 1000:.1f} | "
+            f"{pct_ms(s, 99) / args.deadline_ms:.2f} | {outcomes_text} | {healthy_late[key]} |"
+        )
+    print()
+
+
+# --------------------------------------------------------------------------------------
+# 4. time to first token, and the per-step latency
+
+
+class LLMShim(httpx.AsyncBaseTransport):
+    """The gateway's transport to the LLM: records each chat body and adds ``cache_prompt: false``.
+
+    llama.cpp reuses the KV cache of a previous request with the same prompt prefix; turned
+    off for both paths so that neither is measured against a prompt the other just cached.
+    """
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.bodies: list[dict[str, Any]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/chat/completions"):
+            body = json.loads(await request.aread())
+            body["cache_prompt"] = False
+            self.bodies.append(body)
+            headers = [(k, v) for k, v in request.headers.items() if k.lower() != "content-length"]
+            request = httpx.Request(request.method, request.url, headers=headers, content=json.dumps(body).encode())
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@dataclass
+class Streamed:
+    first_token_s: float
+    total_s: float
+    final: dict[str, Any] | None
+
+    def retrieval_ms(self) -> float:
+        """Retrieval time (embed + route + search + aggregate) in the gateway's trace."""
+        if self.final is None:
+            raise RuntimeError("the gateway's stream ended without its trace")
+        timings = self.final["fedrag_trace"]["timings_ms"]
+        return float(sum(timings.get(step, 0.0) for step in STEPS))
+
+
+def stream(client: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str]) -> Streamed:
+    """POST a streaming chat request; time the first non-empty content (or reasoning) delta."""
+    started = time.perf_counter()
+    first: float | None = None
+    final = None
+    with client.stream("POST", url, json=body, headers=headers) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"{url}: HTTP {response.status_code}: {response.read()[:300]!r}")
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[6:].strip()
+            if data == "[DONE]":
+                break
+            event = json.loads(data)
+            if "error" in event:
+                raise RuntimeError(f"{url}: {event['error']}")
+            choices = event.get("choices") or []
+            delta = (choices[0].get("delta") or {}) if choices else {}
+            if first is None and (delta.get("content") or delta.get("reasoning_content")):
+                first = time.perf_counter() - started
+            if "fedrag_trace" in event:
+                final = event
+    total = time.perf_counter() - started
+    return Streamed(first if first is not None else total, total, final)
+
+
+@dataclass
+class TTFTRun:
+    bodies: list[dict[str, Any]]  # what the gateway sent to the LLM (pass 1), replayed directly
+    gateway: list[Streamed]
+    direct: list[Streamed]
+    changed: int  # gateway prompts in pass 2 that differed from the replayed one
+
+
+def measure_ttft(
+    client: httpx.Client,
+    gateway_url: str,
+    api_key: str,
+    shim: LLMShim,
+    llm_url: str,
+    questions: list[str],
+    max_tokens: int,
+) -> TTFTRun:
+    """Stream each question through the gateway and its recorded LLM body straight to the LLM, interleaved."""
+    auth = {"Authorization": f"Bearer {api_key}"}
+
+    def ask_gateway(question: str) -> Streamed:
+        body = {
+            "model": "fedrag",
+            "messages": [{"role": "user", "content": question}],
+            "stream": True,
+            "max_tokens": max_tokens,
+        }
+        return stream(client, f"{gateway_url}/v1/chat/completions", body, auth)
+
+    bodies = []
+    for question in questions:  # pass 1, unmeasured: warms up and records the LLM request bodies
+        ask_gateway(question)
+        bodies.append(shim.bodies[-1])
+    run = TTFTRun(bodies, [], [], 0)
+    for i, (question, body) in enumerate(zip(questions, bodies, strict=True)):
+        for path in ("gateway", "direct") if i % 2 == 0 else ("direct", "gateway"):
+            if path == "gateway":
+                run.gateway.append(ask_gateway(question))
+                run.changed += shim.bodies[-1] != body
+            else:
+                run.direct.append(stream(client, f"{llm_url}/v1/chat/completions", body, {"Connection": "close"}))
+    return run
+
+
+def stub_llm_app(chunks: int) -> Starlette:
+    """An OpenAI-style streaming chat server that answers at once (``chunks`` one-word deltas)."""
+
+    async def chat(request: Request) -> Response:
+        await request.body()
+
+        async def events() -> Any:
+            for i in range(chunks + 1):
+                delta = {"role": "assistant", "content": ""} if i == 0 else {"content": "word "}
+                body = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}]}
+                yield f"data: {json.dumps(body)}\n\n"
+            end = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            yield f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def llm_benchmark(
+    args: argparse.Namespace, fed: CopyFederation, encoder: SentenceTransformerEncoder, questions: list[str]
+) -> None:
+    from gateway.apikeys import ApiKeyStore
+    from gateway.app import create_app as gateway_app
+    from silo_node.app import create_app as silo_app
+
+    silo = fed.names[0]
+    llm_port = free_port()
+    llm_url = f"http://127.0.0.1:{llm_port}"
+    log("LLM: starting the embedded LLM server, a stub LLM, and gateways in front of 1 in-process silo")
+    with (
+        fedrag_service(
+            ["llm", "serve", "--port", str(llm_port)],
+            f"{llm_url}/v1/models",
+            log=fed.root / "llm.log",
+            what="LLM server",
+            timeout_s=300,
+        ),
+        serve_in_thread(stub_llm_app(args.max_tokens), free_port()) as stub_llm_url,
+        serve_in_thread(silo_app(fed.silo_dir(silo)), free_port()) as silo_url,
+    ):
+        federation_file = fed.root / "federation-gateway.toml"
+        save_membership(federation_file, fed.with_urls({silo: silo_url}))
+        keys_file = fed.root / "api-keys.json"
+        api_key = ApiKeyStore.add(keys_file, f"bench-{time.time_ns()}")
+
+        def settings(url: str) -> GatewaySettings:
+            return GatewaySettings(
+                federation_file=federation_file,
+                key_file=fed.root / "keys" / "gateway" / PRIVATE_KEY_FILE,
+                api_keys_file=keys_file,
+                rate_limit_per_minute=100_000,
+                llm=LLMEndpointSettings(base_url=url, max_tokens=args.max_tokens, timeout_s=300),
+                retrieval=retrieval_settings(deadline_s=10.0),
+            )
+
+        shim, stub_shim = LLMShim(), LLMShim()
+        with (
+            serve_in_thread(gateway_app(settings(llm_url), encoder=encoder, llm_transport=shim), free_port()) as gw,
+            serve_in_thread(
+                gateway_app(settings(stub_llm_url), encoder=encoder, llm_transport=stub_shim), free_port()
+            ) as stub_gw,
+            httpx.Client(timeout=600) as client,
+        ):
+            runs = {
+                "stub": measure_ttft(client, stub_gw, api_key, stub_shim, stub_llm_url, questions, args.max_tokens),
+                "real": measure_ttft(client, gw, api_key, shim, llm_url, questions, args.max_tokens),
+            }
+            steps: list[dict[str, float]] = []
+            wall: list[float] = []
+            for question in questions:
+                t = time.perf_counter()
+                response = client.post(
+                    f"{gw}/v1/ask", json={"question": question}, headers={"Authorization": f"Bearer {api_key}"}
+                )
+                wall.append(time.perf_counter() - t)
+                response.raise_for_status()
+                steps.append(response.json()["trace"]["timings_ms"])
+
+    med = statistics.median
+    columns = {}
+    for key, run in runs.items():
+        retrieval = [r.retrieval_ms() for r in run.gateway]
+        gateway = [r.first_token_s * 1000 for r in run.gateway]
+        direct = [r.first_token_s * 1000 for r in run.direct]
+        columns[key] = [
+            med(gateway),
+            med(retrieval),
+            med(g - r for g, r in zip(gateway, retrieval, strict=True)),
+            med(direct),
+            med(g - r - d for g, r, d in zip(gateway, retrieval, direct, strict=True)),
+            med(r.total_s * 1000 for r in run.gateway),
+            med(r.total_s * 1000 for r in run.direct),
+        ]
+    prompt_chars = med(len(json.dumps(b["messages"])) for b in runs["real"].bodies)
+    print(
+        f"## 4. Time to first token: gateway vs the LLM server directly ({len(questions)} questions, 1 silo, "
+        f"max_tokens {args.max_tokens}; the gateway's own LLM request body replayed directly, cache_prompt off, "
+        f"interleaved; medians over the questions; prompt {prompt_chars:.0f} characters of JSON messages)\n"
+    )
+    rows = [
+        "gateway: time to first content chunk",
+        "gateway: retrieval in its trace (embed + route + search + aggregate)",
+        "gateway: first chunk minus retrieval",
+        "LLM server directly: time to first content chunk",
+        "**gateway overhead excluding retrieval** (per question: gateway - retrieval - direct)",
+        "gateway: whole stream",
+        "LLM server directly: whole stream",
+    ]
+    print(f"| ms | embedded LLM (SmolLM2-135M, llama.cpp) | stub LLM ({args.max_tokens} chunks at once) |")
+    print("|---|---:|---:|")
+    for i, row in enumerate(rows):
+        print(f"| {row} | {columns['real'][i]:.1f} | {columns['stub'][i]:.1f} |")
+    changed = runs["real"].changed + runs["stub"].changed
+    if changed:
+        print(f"\n({changed} gateway prompts differed from the recorded one replayed directly.)")
+    print()
+    print(f"End-to-end latency per step, `/v1/ask` traces, embedded LLM ({len(questions)} questions, medians, ms):\n")
+    keys = [*STEPS, "generate", "total"]
+    print("| " + " | ".join(keys) + " | client wall |")
+    print("|" + "---:|" * (len(keys) + 1))
+    cells = [f"{med(s.get(key, 0.0) for s in steps):.1f}" for key in keys]
+    print("| " + " | ".join(cells) + f" | {med(wall) * 1000:.1f} |")
+    print()
+
+
+# --------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="routing,fanout,deadline,llm", help="which parts to run (comma list)")
+    parser.add_argument("--silos", type=int, default=8, help="silos in the fan-out and deadline parts (vs 1)")
+    parser.add_argument("--queries", type=int, default=200, help="fan-out queries (each measured 1 vs N silos)")
+    parser.add_argument("--warmup", type=int, default=5, help="unmeasured queries before each measurement")
+    parser.add_argument("--stub-delay-ms", type=float, default=20.0, help="answer delay of the stub silos")
+    parser.add_argument("--deadline-ms", type=float, default=300.0, help="per-question deadline in part 2")
+    parser.add_argument("--slow-s", type=float, default=1.0, help="how late the slow silo answers in part 2")
+    parser.add_argument("--deadline-queries", type=int, default=100, help="queries in part 2")
+    parser.add_argument(
+        "--corpora", default="mondo,hpo,uberon,cl,wiki,pydocs", help="one routing silo per corpus (comma list)"
+    )
+    parser.add_argument("--per-corpus", type=int, default=300, help="documents ingested per routing silo")
+    parser.add_argument("--questions-per-corpus", type=int, default=50, help="held-out documents asked per corpus")
+    parser.add_argument("--k", type=int, default=10, help="recall@k in the routing part")
+    parser.add_argument("--llm-questions", type=int, default=10, help="questions in part 4")
+    parser.add_argument("--max-tokens", type=int, default=32, help="tokens generated per answer in part 4")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".bench/routing-fed"), help="routing federation cache")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the routing federation")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    args.corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    unknown = parts - {"routing", "fanout", "deadline", "llm"}
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+
+    started = time.perf_counter()
+    encoder = SentenceTransformerEncoder()
+    encoder.encode(["warm up"])
+    fed = corpus_federation(args, encoder)
+    print(f"# Gateway benchmark ({time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.2f} at start)\n")
+    if "routing" in parts:
+        routing_benchmark(fed, encoder, args.k)
+
+    template_corpus = "mondo" if "mondo" in args.corpora else args.corpora[0]
+    # queries for parts 1-2: every routing question (all corpora) against copies of one corpus silo
+    questions = [q for _, q in fed.questions]
+    vectors = encoder.encode(questions)
+    llm_questions = [f"What is {q}?" for c, q in fed.questions if c == template_corpus][: args.llm_questions]
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        if parts & {"fanout", "deadline"}:
+            copies = copy_federation(Path(tmp) / "fanout", fed.silo_dir(template_corpus), args.silos, encoder)
+            print(
+                f"Parts 1-2: {args.silos} `fedrag silo serve` processes on loopback, each a copy of the "
+                f"{template_corpus} silo ({args.per_corpus} documents); query vectors = the "
+                f"{len(questions)} routing questions.\n"
+            )
+            with contextlib.ExitStack() as stack:
+                log(f"starting {args.silos} silo processes")
+                urls = {n: stack.enter_context(running_silo(copies.silo_dir(n), free_port())) for n in copies.names}
+                stub_url = stack.enter_context(
+                    serve_in_thread(stub_app(args.stub_delay_ms / 1000, args.slow_s), free_port())
+                )
+                asyncio.run(fanout_and_deadline(args, copies, urls, stub_url, encoder, questions, vectors, parts))
+        if "llm" in parts:
+            single = copy_federation(Path(tmp) / "llm", fed.silo_dir(template_corpus), 1, encoder)
+            llm_benchmark(args, single, encoder, llm_questions)
+    print(f"load average at end {os.getloadavg()[0]:.2f}; whole run {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

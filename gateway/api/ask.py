@@ -1,0 +1,44 @@
+"""``POST /v1/ask``: question in, answer with reasoning, citations and trace out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from federation.errors import ValidationFailed
+from federation.http import problem_schema
+from gateway.api.deps import api_caller, cancel_on_disconnect, get_metrics, get_pipeline
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Pipeline
+from gateway.protocol import AskRequest, AskResponse
+
+router = APIRouter(prefix="/v1", tags=["qa"])
+_ERRORS: dict[int | str, dict[str, object]] = {c: problem_schema() for c in (401, 422, 429, 502, 503, 504)}
+
+
+def record(metrics: GatewayMetrics, response: AskResponse) -> None:
+    """Count a finished answer's steps and silo outcomes."""
+    for step, ms in response.trace.timings_ms.items():
+        metrics.step_seconds.labels(step=step).observe(ms / 1000)
+    for silo in response.trace.silos:
+        if silo.routed:
+            metrics.silo_outcomes.labels(silo=silo.silo, outcome=silo.outcome).inc()
+    if response.partial:
+        metrics.partial_answers.inc()
+
+
+@router.post("/ask", response_model=AskResponse, responses=_ERRORS)
+async def ask(
+    body: AskRequest,
+    request: Request,
+    caller: str = Depends(api_caller),
+    pipeline: Pipeline = Depends(get_pipeline),  # noqa: B008
+    metrics: GatewayMetrics = Depends(get_metrics),  # noqa: B008
+) -> AskResponse:
+    """Answer a question from the federation's silos, with step-by-step reasoning and citations."""
+    if len(body.question) > pipeline.settings.max_question_chars:
+        raise ValidationFailed(f"question is over {pipeline.settings.max_question_chars} characters", code="too_long")
+    response = await cancel_on_disconnect(
+        request, pipeline.answer(body.question, choices=body.choices, allow_llm_only=body.allow_llm_only)
+    )
+    record(metrics, response)
+    return response

@@ -1,0 +1,126 @@
+"""``POST /v1/chat/completions``: the OpenAI protocol, answered by the federation (streaming or not).
+
+The reasoning is returned as ``reasoning_content`` (as vLLM's reasoning parsers do), the
+citations and the routing trace as extra fields ``citations`` and ``fedrag_trace``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from federation.errors import FedragError, ValidationFailed
+from federation.http import problem_schema
+from gateway.api.ask import record
+from gateway.api.deps import api_caller, cancel_on_disconnect, get_metrics, get_pipeline
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Pipeline
+from gateway.protocol import AskResponse, ChatCompletionRequest
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+_ERRORS: dict[int | str, dict[str, object]] = {c: problem_schema() for c in (401, 422, 429, 502, 503, 504)}
+
+
+def _extras(answer: AskResponse) -> dict[str, Any]:
+    return {
+        "citations": [c.model_dump() for c in answer.citations],
+        "fedrag_trace": answer.trace.model_dump(),
+        "fedrag_partial": answer.partial,
+    }
+
+
+def _completion(answer: AskResponse, created: int) -> dict[str, Any]:
+    usage = answer.trace.llm_tokens
+    prompt, completion = usage.get("prompt") or 0, usage.get("completion") or 0
+    return {
+        "id": f"chatcmpl-{answer.trace.request_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": answer.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": answer.answer,
+                    "reasoning_content": answer.reasoning or None,
+                },
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        **_extras(answer),
+    }
+
+
+def _chunk(request_id: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None) -> str:
+    body = {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(body)}\n\n"
+
+
+@router.post("/chat/completions", responses=_ERRORS, response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest,
+    request: Request,
+    caller: str = Depends(api_caller),
+    pipeline: Pipeline = Depends(get_pipeline),  # noqa: B008
+    metrics: GatewayMetrics = Depends(get_metrics),  # noqa: B008
+) -> dict[str, Any] | StreamingResponse:
+    """Chat completion grounded in the federation (the last user message is the question)."""
+    question = body.question()
+    if len(question) > pipeline.settings.max_question_chars:
+        raise ValidationFailed(f"question is over {pipeline.settings.max_question_chars} characters", code="too_long")
+    created = int(time.time())
+    request_id = uuid.uuid4().hex[:16]
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if not body.stream:
+        answer = await cancel_on_disconnect(
+            request, pipeline.answer(question, request_id=request_id, max_tokens=max_tokens)
+        )
+        record(metrics, answer)
+        return _completion(answer, created)
+
+    events = pipeline.answer_stream(question, request_id=request_id, max_tokens=max_tokens)
+    # Run retrieval before the response starts, so retrieval and LLM errors keep their HTTP status.
+    first = await cancel_on_disconnect(request, anext(events))
+    model = pipeline.settings.llm.lora_adapter or pipeline.settings.llm.model
+
+    async def sse() -> AsyncIterator[str]:
+        try:
+            yield _chunk(request_id, created, model, {"role": "assistant", "content": ""})
+            item: Any = first
+            while True:
+                if isinstance(item, AskResponse):
+                    record(metrics, item)
+                    final = json.loads(_chunk(item.trace.request_id, created, item.model, {}, "stop")[6:])
+                    final.update(_extras(item))
+                    yield f"data: {json.dumps(final)}\n\n"
+                    break
+                kind, text = item
+                field = "reasoning_content" if kind == "reasoning" else "content"
+                yield _chunk(request_id, created, model, {field: text})
+                item = await anext(events)
+        except FedragError as exc:
+            error = {"error": {"message": exc.detail, "type": exc.code, "code": exc.status}}
+            yield f"data: {json.dumps(error)}\n\n"
+        finally:
+            # The client may have gone: this scope is then cancelled, and an unshielded await here
+            # would be cancelled too, leaving the LLM generating for nobody.
+            with anyio.CancelScope(shield=True):
+                await events.aclose()  # type: ignore[attr-defined]
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

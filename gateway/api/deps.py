@@ -1,0 +1,55 @@
+"""Dependencies shared by the gateway's routes: the pipeline, API-key callers, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from fastapi import Request
+
+from federation.errors import FedragError, Unavailable
+from gateway.apikeys import ApiKeyStore, RateLimiter
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Pipeline
+
+_T = TypeVar("_T")
+
+
+def get_pipeline(request: Request) -> Pipeline:
+    """The app's pipeline (503 while starting)."""
+    pipeline: Pipeline | None = getattr(request.app.state, "pipeline", None)
+    if pipeline is None:
+        raise Unavailable("gateway is starting", code="not_ready")
+    return pipeline
+
+
+def get_metrics(request: Request) -> GatewayMetrics:
+    """The app's metrics."""
+    metrics: GatewayMetrics = request.app.state.metrics
+    return metrics
+
+
+def api_caller(request: Request) -> str:
+    """Authenticate the end user's API key (401) and apply its rate limit (429); return the key's name."""
+    keys: ApiKeyStore = request.app.state.api_keys
+    limiter: RateLimiter = request.app.state.rate_limiter
+    name = keys.authenticate(request.headers.get("authorization"))
+    limiter.take(name)
+    return name
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[_T], *, poll_s: float = 0.25) -> _T:
+    """Run ``work``; cancel it if the client disconnects first (no answer is computed for nobody)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                raise FedragError("client disconnected", code="client_disconnected")
+    finally:
+        if not task.done():
+            task.cancel()

@@ -1,0 +1,64 @@
+"""Models, silos, health, metrics and the chat page."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from federation.http import problem_response, problem_schema
+from gateway.api.deps import api_caller, get_pipeline
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Pipeline
+
+router = APIRouter()
+
+
+@router.get("/v1/models", tags=["openai"], responses={401: problem_schema()})
+async def models(caller: str = Depends(api_caller), pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, Any]:  # noqa: B008
+    """The model the gateway answers with (any name is accepted in requests)."""
+    name = pipeline.settings.llm.lora_adapter or pipeline.settings.llm.model
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "fedrag"}]}
+
+
+@router.get("/v1/silos", tags=["federation"], responses={401: problem_schema()})
+async def silos(caller: str = Depends(api_caller), pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, Any]:  # noqa: B008
+    """Health, last latency and the routing view of every silo."""
+    await pipeline.pool.refresh_cards()
+    cfg = pipeline.settings.retrieval
+    return {
+        "router": pipeline.router.name,
+        "max_silos": cfg.max_silos,
+        "deadline_s": cfg.deadline_s,
+        "silos": pipeline.pool.status() if cfg.show_silo_names else [],
+    }
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"], response_model=None)
+async def readyz(request: Request) -> dict[str, str] | Response:
+    """The encoder is loaded and the pipeline is up."""
+    if getattr(request.app.state, "pipeline", None) is None:
+        return problem_response(503, "not_ready", "Not ready", "gateway is starting")
+    return {"status": "ready"}
+
+
+@router.get("/metrics", tags=["health"])
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics."""
+    registry: GatewayMetrics = request.app.state.metrics
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def chat_page() -> HTMLResponse:
+    """The chat page (static; it asks for an API key and calls /v1/ask with it)."""
+    return HTMLResponse(files("gateway").joinpath("static/index.html").read_text(encoding="utf-8"))

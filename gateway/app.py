@@ -1,0 +1,123 @@
+"""The gateway's FastAPI app, built by a factory; clients, encoder and pool open in lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from gateway.llm_client import LLMClient, LLMSettings
+
+from aggregation import make_merger
+from federation.config import GatewaySettings
+from federation.encoder import Encoder, SentenceTransformerEncoder
+from federation.errors import ConfigError
+from federation.http import BodyLimitMiddleware, RequestCounter, register_error_handlers
+from federation.identity import Identity
+from federation.membership import load_membership
+from federation.signing import RequestSigner
+from gateway.api import ask_router, chat_router, info_router
+from gateway.apikeys import ApiKeyStore, RateLimiter
+from gateway.fanout import SiloPool
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import ExecutorRun, Pipeline
+from router import make_router
+
+logger = logging.getLogger(__name__)
+
+
+def llm_settings(settings: GatewaySettings) -> LLMSettings:
+    """The LLM client's settings from the gateway's."""
+    llm = settings.llm
+    return LLMSettings(
+        base_url=llm.base_url,
+        model=llm.model,
+        api_key=llm.api_key,
+        lora_adapter=llm.lora_adapter,
+        timeout_s=llm.timeout_s,
+        max_tokens=llm.max_tokens,
+        temperature=llm.temperature,
+        context_tokens=llm.context_tokens,
+    )
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    encoder: Encoder | None = None,
+    silo_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    llm_transport: httpx.AsyncBaseTransport | None = None,
+    silo_verify: Any = True,
+) -> FastAPI:
+    """Build the gateway's app.
+
+    Args:
+        settings: the gateway's settings.
+        encoder: the shared embedding encoder (loaded from the installed model when omitted).
+        silo_transports: per-silo httpx transports (in-process silos in tests).
+        llm_transport: an httpx transport for the LLM server.
+        silo_verify: TLS verification for silo connections (CA bundle path or SSL context).
+    """
+    if settings.api_keys_file is None:
+        raise ConfigError(
+            "the gateway needs an API key file (--api-keys FILE; create keys with 'fedrag gateway keys add')"
+        )
+    api_keys = ApiKeyStore.load(settings.api_keys_file)
+    if len(api_keys) == 0:
+        raise ConfigError(f"{settings.api_keys_file} holds no API keys")
+    membership = load_membership(settings.federation_file)
+    identity = Identity.load(settings.key_file)
+    if identity.key_id not in membership.gateway_keys():
+        raise ConfigError(
+            f"{settings.key_file} ({identity.key_id}) is not a gateway of federation '{membership.name}': "
+            "run 'fedrag federation add-gateway' first"
+        )
+    cfg = settings.retrieval
+    router = make_router(
+        cfg.router, threshold=cfg.router_threshold, top_m=cfg.router_top_m, model_path=cfg.router_model
+    )
+    merger = make_merger(cfg.merger)
+    metrics = GatewayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        run = ExecutorRun()
+        enc = encoder or SentenceTransformerEncoder(model_id=membership.embedding.model)
+        if enc.fingerprint != membership.embedding.fingerprint:
+            raise ConfigError("the installed embedding model differs from the federation's (fingerprint mismatch)")
+        await run(enc.encode, ["warm up"])
+        pool = SiloPool(membership, RequestSigner(identity), cfg, transports=silo_transports, verify=silo_verify)
+        llm = LLMClient(llm_settings(settings), transport=llm_transport)
+        await pool.refresh_cards(force=True)
+        app.state.pipeline = Pipeline(
+            settings, encoder=enc, pool=pool, router=router, merger=merger, llm=llm, executor_run=run
+        )
+        logger.info("gateway ready", extra={"federation": membership.name, "silos": len(membership.silos)})
+        try:
+            yield
+        finally:
+            app.state.pipeline = None
+            await pool.aclose()
+            await llm.aclose()
+            run.shutdown()
+
+    app = FastAPI(
+        title=f"fedrag gateway ({membership.name})",
+        version="1",
+        description="Federated RAG: routed retrieval over private silos, chain-of-thought answers with citations.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.api_keys = api_keys
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.pipeline = None
+    register_error_handlers(app)
+    app.include_router(ask_router)
+    app.include_router(chat_router)
+    app.include_router(info_router)
+    app.add_middleware(RequestCounter, counter=metrics.requests)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app

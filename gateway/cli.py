@@ -1,0 +1,189 @@
+"""``fedrag gateway …`` and ``fedrag ask``: run a gateway, manage its API keys, ask it questions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from federation.config import GatewaySettings, LLMEndpointSettings, RetrievalSettings
+from federation.errors import ConfigError, FedragError, UpstreamError
+
+console = Console()
+app = typer.Typer(help="Run the gateway (routed federated retrieval + chain-of-thought answers).", no_args_is_help=True)
+keys_app = typer.Typer(help="End-user API keys of a gateway (stored hashed).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def keys_add(
+    file: Annotated[Path, typer.Argument(help="API key file (created if missing, mode 0600).")],
+    name: Annotated[str, typer.Argument(help="Who the key is for (shown in logs and metrics, never the key).")],
+) -> None:
+    """Create an API key; it is printed once and only its SHA-256 is stored."""
+    from gateway.apikeys import ApiKeyStore
+
+    key = ApiKeyStore.add(file, name)
+    console.print(f"API key '{name}' added to {file}; it is shown only now:", highlight=False)
+    typer.echo(key)
+
+
+@app.command("serve")
+def serve(
+    federation: Annotated[Path, typer.Option(help="The federation's membership file.")],
+    key: Annotated[Path, typer.Option(help="The gateway's private.pem (listed under [[gateways]]).")],
+    api_keys: Annotated[Path, typer.Option(help="End-user API key file ('fedrag gateway keys add').")],
+    llm_url: Annotated[str, typer.Option(help="OpenAI-compatible LLM server (vllm serve, or fedrag llm serve).")] = (
+        "http://127.0.0.1:8080"
+    ),
+    model: Annotated[str, typer.Option(help="Model name to request from the LLM server.")] = "smollm2-135m-instruct",
+    llm_api_key: Annotated[
+        str | None, typer.Option(envvar="FEDRAG_LLM_API_KEY", help="Key for the LLM server.")
+    ] = None,
+    lora_adapter: Annotated[str | None, typer.Option(help="A served LoRA adapter to answer with.")] = None,
+    context_tokens: Annotated[int, typer.Option(help="The model's context window in tokens.")] = 2048,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens generated per answer.")] = 384,
+    router: Annotated[str, typer.Option(help="Routing strategy: all, centroid or learned.")] = "centroid",
+    router_model: Annotated[Path | None, typer.Option(help="Learned router file ('fedrag router train').")] = None,
+    max_silos: Annotated[int, typer.Option(help="Most silos asked per question.")] = 4,
+    merger: Annotated[str, typer.Option(help="Merging of silo results: score, rrf or calibrated.")] = "score",
+    deadline: Annotated[float, typer.Option(help="Seconds all silo searches of one question may take.")] = 3.0,
+    hide_silo_names: Annotated[bool, typer.Option(help="Cite per-answer pseudonyms instead of silo names.")] = False,
+    allow_llm_only: Annotated[bool, typer.Option(help="Let requests ask for an answer without sources.")] = False,
+    silo_ca: Annotated[Path | None, typer.Option(help="CA bundle to verify silos' TLS certificates.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the gateway: /v1/chat/completions, /v1/ask, /v1/models, /v1/silos, the chat page at /."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    try:
+        settings = GatewaySettings(
+            federation_file=federation,
+            key_file=key,
+            api_keys_file=api_keys,
+            allow_llm_only=allow_llm_only,
+            llm=LLMEndpointSettings(
+                base_url=llm_url,
+                model=model,
+                api_key=llm_api_key,
+                lora_adapter=lora_adapter,
+                context_tokens=context_tokens,
+                max_tokens=max_tokens,
+            ),
+            retrieval=RetrievalSettings(
+                router=router,
+                router_model=router_model,
+                max_silos=max_silos,
+                merger=merger,
+                deadline_s=deadline,
+                show_silo_names=not hide_silo_names,
+            ),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    uvicorn.run(
+        create_app(settings, silo_verify=str(silo_ca) if silo_ca else True),
+        host=host,
+        port=port,
+        log_level=log_level,
+    )
+
+
+def print_answer(reply: dict[str, Any], out: Console = console) -> None:
+    """Print an /v1/ask reply: reasoning, answer, citations, routing trace."""
+    if reply.get("reasoning"):
+        out.print(Panel(reply["reasoning"].strip(), title="reasoning", border_style="dim"))
+    title = "answer" + (" (partial: some silos did not answer)" if reply.get("partial") else "")
+    out.print(Panel(reply["answer"].strip() or "(empty)", title=title, border_style="green"))
+    if reply.get("choice_parsed") is not None:
+        out.print(
+            f"chosen option: {reply.get('choice') if reply['choice_parsed'] else 'could not be read from the answer'}"
+        )
+    if reply["citations"]:
+        table = Table("[n]", "cited", "silo", "document", "score", "passage", title="sources")
+        for c in reply["citations"]:
+            table.add_row(
+                str(c["number"]),
+                "yes" if c["cited"] else "",
+                c["silo"],
+                c["doc_id"],
+                f"{c['score']:.3f}",
+                c["text"][:120].replace("\n", " "),
+            )
+        out.print(table)
+    trace = reply["trace"]
+    routing = Table(
+        "silo", "routed", "score", "reason", "outcome", "ms", "passages", title=f"routing ({trace['router']})"
+    )
+    for s in trace["silos"]:
+        score = "" if s["route_score"] is None else f"{s['route_score']:.2f}"
+        outcome = s["outcome"] + (f": {s['detail']}" if s["detail"] else "")
+        routing.add_row(
+            s["silo"],
+            "yes" if s["routed"] else "no",
+            score,
+            s["route_reason"],
+            outcome,
+            f"{s['latency_ms']:.0f}",
+            str(s["passages"]),
+        )
+    out.print(routing)
+    steps = ", ".join(f"{k} {v:.0f} ms" for k, v in trace["timings_ms"].items())
+    out.print(f"timings: {steps}; bytes exchanged with silos: {trace['bytes_exchanged']}", highlight=False)
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    gateway: Annotated[str, typer.Option(help="Gateway base URL.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str, typer.Option(envvar="FEDRAG_API_KEY", help="Your API key (or FEDRAG_API_KEY).")] = "",
+    choice: Annotated[
+        list[str] | None, typer.Option("--choice", help="An option (repeat for multiple choice).")
+    ] = None,
+    llm_only: Annotated[bool, typer.Option(help="Allow an answer without sources if no silo answers.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON reply.")] = False,
+) -> None:
+    """Ask a gateway a question; print reasoning, answer, citations and the routing trace."""
+    if not api_key:
+        raise ConfigError("an API key is needed: --api-key KEY or FEDRAG_API_KEY")
+    body: dict[str, Any] = {"question": question, "allow_llm_only": llm_only}
+    if choice:
+        body["choices"] = choice
+    try:
+        response = httpx.post(
+            f"{gateway.rstrip('/')}/v1/ask", json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise FedragError(f"cannot reach the gateway at {gateway}: {type(exc).__name__}") from exc
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text[:200]
+        raise UpstreamError(f"gateway answered {response.status_code}: {detail}", upstream_status=response.status_code)
+    reply = response.json()
+    if as_json:
+        typer.echo(json.dumps(reply, indent=2))
+    else:
+        print_answer(reply)
+
+
+def demo(
+    workdir: Annotated[Path, typer.Argument(help="Working directory (reused by later runs).")] = Path("demo-work"),
+    serve: Annotated[bool, typer.Option(help="Keep the federation running and print the chat page's URL.")] = False,
+    per_corpus: Annotated[int, typer.Option(help="Documents ingested from each packaged corpus.")] = 300,
+) -> None:
+    """Run a whole federation on this machine: five silos, the embedded LLM, the gateway; ask two questions."""
+    from gateway.demo import run_demo
+
+    run_demo(workdir, per_corpus=per_corpus, serve=serve, console=console)

@@ -1,0 +1,211 @@
+"""``fedrag demo``: a whole federation on one machine, from packaged data.
+
+In a working directory it builds (once): keys, a membership file, five silos from
+packaged corpora (diseases, phenotypes, anatomy, an encyclopedia, Python documentation)
+with a sample of each, an API key; then starts every silo, the embedded LLM and the
+gateway as separate processes on loopback, asks a medical and a code question, and
+prints reasoning, answer, citations and the routing trace. ``--serve`` keeps everything
+running and prints the chat page's URL. Silos are built with the silo operator's own CLI
+(``fedrag silo init`` / ``ingest``), so the demo exercises what operators run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+
+from federation.encoder import SentenceTransformerEncoder
+from federation.errors import UpstreamError
+from federation.identity import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, Identity, load_public_key
+from federation.membership import GatewayEntry, Membership, SiloEntry, load_membership, save_membership
+from federation.services import FEDRAG, fedrag_service, free_port
+
+GATEWAY = "demo-gateway"
+
+
+@dataclass(frozen=True)
+class DemoSilo:
+    """One silo of the demo federation and the packaged corpora it holds."""
+
+    name: str
+    corpora: tuple[str, ...]
+    description: str
+
+
+SILOS = (
+    DemoSilo("diseases", ("mondo",), "Disease definitions (MONDO ontology)"),
+    DemoSilo("phenotypes", ("hpo",), "Clinical signs and symptoms (Human Phenotype Ontology)"),
+    DemoSilo("anatomy", ("uberon", "cl"), "Anatomy and cell types (UBERON, Cell Ontology)"),
+    DemoSilo("encyclopedia", ("wiki",), "Encyclopedia summaries of general-knowledge topics (Wikipedia)"),
+    DemoSilo("python-docs", ("pydocs",), "Python standard library documentation"),
+)
+QUESTIONS = (
+    "What is hypertrophic cardiomyopathy?",
+    "How do I parse a JSON string into a Python dictionary?",
+)
+
+
+def _run(args: list[str], log: Path) -> None:
+    with open(log, "ab") as sink:
+        result = subprocess.run([*FEDRAG, *args], stdout=sink, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+    if result.returncode != 0:
+        raise UpstreamError(f"'fedrag {' '.join(args[:2])}' failed; see {log}")
+
+
+def build(workdir: Path, per_corpus: int, console: Console) -> None:
+    """Create keys, membership, silos and an API key (each only if missing)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "build.log"
+    fed_file = workdir / "federation.toml"
+    names = [s.name for s in SILOS] + [GATEWAY]
+    for name in names:
+        if not (workdir / "keys" / name / PRIVATE_KEY_FILE).exists():
+            Identity.generate().save(workdir / "keys" / name)
+    if not fed_file.exists():
+        save_membership(fed_file, Membership(name="demo", embedding=SentenceTransformerEncoder().spec()))
+    membership = load_membership(fed_file)
+    for silo in SILOS:
+        key = load_public_key(workdir / "keys" / silo.name / PUBLIC_KEY_FILE).b64
+        membership = membership.with_silo(
+            SiloEntry(name=silo.name, url="http://127.0.0.1:1", public_key=key, description=silo.description)
+        )
+    gateway_key = load_public_key(workdir / "keys" / GATEWAY / PUBLIC_KEY_FILE).b64
+    save_membership(fed_file, membership.with_gateway(GatewayEntry(name=GATEWAY, public_key=gateway_key)))
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task("building silos", total=len(SILOS))
+        for silo in SILOS:
+            silo_dir = workdir / "silos" / silo.name
+            progress.update(task, description=f"silo {silo.name}: ingesting {per_corpus} documents per corpus")
+            if not (silo_dir / "silo.toml").exists():
+                _run(
+                    [
+                        "silo",
+                        "init",
+                        str(silo_dir),
+                        "--federation",
+                        str(fed_file),
+                        "--key",
+                        str(workdir / "keys" / silo.name / PRIVATE_KEY_FILE),
+                        "--name",
+                        silo.name,
+                    ],
+                    log,
+                )
+            corpus_args = [arg for c in silo.corpora for arg in ("--corpus", f"{c}:{per_corpus}")]
+            _run(["silo", "ingest", str(silo_dir), *corpus_args], log)
+            progress.advance(task)
+    if not (workdir / "api-key.txt").exists():
+        result = subprocess.run(  # noqa: S603
+            [*FEDRAG, "gateway", "keys", "add", str(workdir / "api-keys.json"), "demo-user"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        fd = os.open(workdir / "api-key.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(result.stdout.strip().splitlines()[-1] + "\n")
+
+
+@contextlib.contextmanager
+def running_federation(workdir: Path, console: Console) -> Iterator[tuple[str, str]]:
+    """Start silos, the embedded LLM and the gateway; yield (gateway URL, API key)."""
+    fed_file = workdir / "federation.toml"
+    logs = workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    ports = {silo.name: free_port() for silo in SILOS}
+    membership = load_membership(fed_file)
+    for entry in membership.silos:
+        membership = membership.with_silo(entry.model_copy(update={"url": f"http://127.0.0.1:{ports[entry.name]}"}))
+    save_membership(fed_file, membership)
+    with contextlib.ExitStack() as stack:
+        with console.status("starting silos, the embedded LLM and the gateway"):
+            for silo in SILOS:
+                url = f"http://127.0.0.1:{ports[silo.name]}"
+                stack.enter_context(
+                    fedrag_service(
+                        ["silo", "serve", str(workdir / "silos" / silo.name), "--port", str(ports[silo.name])],
+                        f"{url}/readyz",
+                        log=logs / f"silo-{silo.name}.log",
+                        what=f"silo {silo.name}",
+                    )
+                )
+            llm_port, gateway_port = free_port(), free_port()
+            stack.enter_context(
+                fedrag_service(
+                    ["llm", "serve", "--port", str(llm_port)],
+                    f"http://127.0.0.1:{llm_port}/v1/models",
+                    log=logs / "llm.log",
+                    what="LLM server",
+                )
+            )
+            gateway_url = f"http://127.0.0.1:{gateway_port}"
+            stack.enter_context(
+                fedrag_service(
+                    [
+                        "gateway",
+                        "serve",
+                        "--federation",
+                        str(fed_file),
+                        "--key",
+                        str(workdir / "keys" / GATEWAY / PRIVATE_KEY_FILE),
+                        "--api-keys",
+                        str(workdir / "api-keys.json"),
+                        "--llm-url",
+                        f"http://127.0.0.1:{llm_port}",
+                        "--port",
+                        str(gateway_port),
+                        "--router",
+                        "centroid",
+                        "--max-silos",
+                        "2",
+                        "--deadline",
+                        "5",
+                    ],
+                    f"{gateway_url}/readyz",
+                    log=logs / "gateway.log",
+                    what="gateway",
+                )
+            )
+        console.print(
+            f"federation running: {len(SILOS)} silos, LLM on :{llm_port}, gateway {gateway_url} (logs in {logs})",
+            highlight=False,
+        )
+        yield gateway_url, (workdir / "api-key.txt").read_text().strip()
+
+
+def run_demo(workdir: Path, *, per_corpus: int = 300, serve: bool = False, console: Console | None = None) -> None:
+    """Build (or reuse) the demo federation, run it, ask the sample questions."""
+    from gateway.cli import print_answer
+
+    console = console or Console()
+    started = time.perf_counter()
+    build(workdir, per_corpus, console)
+    with running_federation(workdir, console) as (url, api_key):
+        for question in QUESTIONS:
+            console.rule(f"Q: {question}")
+            response = httpx.post(
+                f"{url}/v1/ask",
+                json={"question": question},
+                headers={"Authorization": f"Bearer {api_key}"},
+                timeout=600,
+            )
+            if response.status_code != 200:
+                raise UpstreamError(f"gateway answered {response.status_code}: {response.text[:300]}")
+            print_answer(response.json(), console)
+        console.print(f"first answer path done in {time.perf_counter() - started:.0f} s", highlight=False)
+        if serve:
+            console.print(f"chat page: {url}/  (API key in {workdir / 'api-key.txt'}); Ctrl-C stops everything")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    (workdir / "last-run.json").write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))

@@ -1,0 +1,351 @@
+"""The five steps of a question: embed, route, search, aggregate, generate — with a trace.
+
+``Pipeline.retrieve`` runs steps 1-4 and returns the numbered sources; ``Pipeline.answer``
+and ``Pipeline.answer_stream`` add step 5. A silo that fails or is late degrades the answer
+(it is flagged partial, the failure is in the trace); it never breaks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from aggregation import Merger, SourceRef, approx_token_count, assign_sources, deduplicate, pack_context
+from federation.config import GatewaySettings
+from federation.encoder import Encoder
+from federation.errors import UpstreamError
+from gateway.fanout import SiloOutcome, SiloPool
+from gateway.llm_client import ChatResult, LLMClient
+from gateway.prompting import NumberedSource, ParsedAnswer, build_messages, parse_answer
+from gateway.protocol import AskResponse, Citation, SiloTrace, Trace
+from gateway.streaming import ThinkSplitter
+from router import Router, RoutingPlan, SiloView
+
+logger = logging.getLogger(__name__)
+
+_PROMPT_OVERHEAD_TOKENS = 300
+_T = TypeVar("_T")
+
+
+@dataclass
+class Retrieval:
+    """Steps 1-4 of one question: the numbered sources and the trace so far."""
+
+    request_id: str
+    sources: list[SourceRef]
+    plan: RoutingPlan | None
+    outcomes: list[SiloOutcome]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    merged: int = 0
+    duplicates: int = 0
+
+    @property
+    def partial(self) -> bool:
+        """Whether a routed silo failed, was late or was skipped by its breaker."""
+        return any(o.status != "ok" for o in self.outcomes)
+
+
+class Pipeline:
+    """Answers questions over the federation."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        encoder: Encoder,
+        pool: SiloPool,
+        router: Router,
+        merger: Merger,
+        llm: LLMClient,
+        executor_run: ExecutorRun,
+    ) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.pool = pool
+        self.router = router
+        self.merger = merger
+        self.llm = llm
+        self._run = executor_run
+        self._descriptions: dict[str, np.ndarray] = {}
+
+    async def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors: np.ndarray = await self._run(self.encoder.encode, list(texts))
+        return vectors
+
+    async def _views(self) -> list[SiloView]:
+        await self.pool.refresh_cards()
+        cards = {n: c for n in self.pool.names if (c := self.pool.card(n)) is not None and n not in self._descriptions}
+        if cards:
+            vectors = await self._embed([card.description or name for name, card in cards.items()])
+            self._descriptions.update(zip(cards, vectors, strict=True))
+        views = []
+        for name in self.pool.names:
+            breaker = self.pool.breaker(name)
+            views.append(
+                SiloView(
+                    name=name,
+                    card=self.pool.card(name),
+                    healthy=breaker.state != "open",
+                    health_reason=breaker.reason(),
+                    description_vector=self._descriptions.get(name),
+                )
+            )
+        return views
+
+    async def retrieve(self, question: str, *, request_id: str | None = None) -> Retrieval:
+        """Embed, route, search and aggregate: the numbered sources for ``question``."""
+        request_id = request_id or uuid.uuid4().hex[:16]
+        retrieval = Retrieval(request_id=request_id, sources=[], plan=None, outcomes=[])
+        timings = retrieval.timings_ms
+        cfg = self.settings.retrieval
+
+        t = time.perf_counter()
+        query = (await self._embed([question]))[0]
+        timings["embed"] = _ms(t)
+
+        t = time.perf_counter()
+        views = await self._views()
+        retrieval.plan = self.router.route(query, views, max_silos=cfg.max_silos)
+        timings["route"] = _ms(t)
+
+        t = time.perf_counter()
+        retrieval.outcomes = await self.pool.search(
+            retrieval.plan.selected, query, cfg.k_per_silo, request_id=request_id
+        )
+        timings["search"] = _ms(t)
+
+        t = time.perf_counter()
+        per_silo = {o.silo: o.passages for o in retrieval.outcomes if o.status == "ok"}
+        merged = self.merger.merge(per_silo, cfg.k * 2)
+        kept, retrieval.duplicates = deduplicate(merged, threshold=cfg.dedup_threshold)
+        kept = kept[: cfg.k]
+        retrieval.merged = len(merged)
+        budget = self._context_budget(question)
+        packed, _ = pack_context(kept, budget_tokens=budget, count_tokens=approx_token_count)
+        retrieval.sources = assign_sources(packed, show_silo_names=cfg.show_silo_names, rng=random.Random())
+        timings["aggregate"] = _ms(t)
+        return retrieval
+
+    def _context_budget(self, question: str) -> int:
+        llm = self.settings.llm
+        spare = llm.context_tokens - llm.max_tokens - _PROMPT_OVERHEAD_TOKENS - approx_token_count(question)
+        return max(0, spare)
+
+    def _messages(
+        self, question: str, sources: Sequence[SourceRef], choices: Sequence[str] | None, allow_llm_only: bool
+    ) -> list[dict[str, str]]:
+        numbered = [
+            NumberedSource(number=s.number, title=s.passage.title, text=s.passage.text, label=s.silo_label)
+            for s in sources
+        ]
+        return build_messages(question, numbered, choices=choices, allow_no_context=allow_llm_only)
+
+    def _llm_only_allowed(self, requested: bool) -> bool:
+        return requested and self.settings.allow_llm_only
+
+    async def answer(
+        self,
+        question: str,
+        *,
+        choices: Sequence[str] | None = None,
+        allow_llm_only: bool = False,
+        request_id: str | None = None,
+        max_tokens: int | None = None,
+    ) -> AskResponse:
+        """Answer ``question`` with reasoning and citations (all five steps)."""
+        started = time.perf_counter()
+        retrieval = await self.retrieve(question, request_id=request_id)
+        if not retrieval.sources and not self._llm_only_allowed(allow_llm_only):
+            return self._nothing_retrieved(retrieval, started)
+        t = time.perf_counter()
+        sources = retrieval.sources
+        try:
+            result = await self.llm.chat(
+                self._messages(question, sources, choices, allow_llm_only), max_tokens=max_tokens
+            )
+        except UpstreamError as exc:
+            if exc.code != "llm_context_overflow" or len(sources) < 2:
+                raise
+            sources = sources[: len(sources) // 2]  # one retry with half the passages
+            retrieval.sources = sources
+            result = await self.llm.chat(
+                self._messages(question, sources, choices, allow_llm_only), max_tokens=max_tokens
+            )
+        retrieval.timings_ms["generate"] = _ms(t)
+        parsed = parse_answer(
+            result.content,
+            reasoning_content=result.reasoning,
+            source_numbers=[s.number for s in sources],
+            choices=choices,
+        )
+        return self._response(retrieval, parsed, result, started, choices)
+
+    async def answer_stream(
+        self,
+        question: str,
+        *,
+        choices: Sequence[str] | None = None,
+        allow_llm_only: bool = False,
+        request_id: str | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[tuple[str, str] | AskResponse]:
+        """Yield ``("reasoning", text)`` and ``("content", text)`` deltas, then the full :class:`AskResponse`."""
+        started = time.perf_counter()
+        retrieval = await self.retrieve(question, request_id=request_id)
+        if not retrieval.sources and not self._llm_only_allowed(allow_llm_only):
+            response = self._nothing_retrieved(retrieval, started)
+            yield ("content", response.answer)
+            yield response
+            return
+        t = time.perf_counter()
+        splitter = ThinkSplitter()
+        content: list[str] = []
+        reasoning: list[str] = []
+        finish: str | None = None
+        messages = self._messages(question, retrieval.sources, choices, allow_llm_only)
+        stream = self.llm.stream(messages, max_tokens=max_tokens)
+        try:
+            async for delta in stream:
+                finish = delta.finish_reason or finish
+                if delta.reasoning:
+                    reasoning.append(delta.reasoning)
+                    yield ("reasoning", delta.reasoning)
+                for kind, text in splitter.feed(delta.content):
+                    (reasoning if kind == "reasoning" else content).append(text)
+                    yield (kind, text)
+            for kind, text in splitter.flush():
+                (reasoning if kind == "reasoning" else content).append(text)
+                yield (kind, text)
+        finally:
+            await stream.aclose()
+        retrieval.timings_ms["generate"] = _ms(t)
+        full = "".join(content)
+        parsed = parse_answer(
+            full,
+            reasoning_content="".join(reasoning) or None,
+            source_numbers=[s.number for s in retrieval.sources],
+            choices=choices,
+        )
+        result = ChatResult(
+            content=full,
+            reasoning="".join(reasoning) or None,
+            finish_reason=finish,
+            prompt_tokens=None,
+            completion_tokens=None,
+            model=self.settings.llm.lora_adapter or self.settings.llm.model,
+        )
+        yield self._response(retrieval, parsed, result, started, choices)
+
+    def _nothing_retrieved(self, retrieval: Retrieval, started: float) -> AskResponse:
+        failures = [f"{o.silo}: {o.status}" + (f" ({o.detail})" if o.detail else "") for o in retrieval.outcomes]
+        why = "; ".join(failures) if failures else "no silo returned a passage relevant enough to release"
+        answer = f"No passages could be retrieved from the federation for this question ({why})."
+        parsed = ParsedAnswer(
+            reasoning="", answer=answer, citations=(), invalid_citations=(), choice=None, choice_parsed=False
+        )
+        return self._response(retrieval, parsed, None, started, None)
+
+    def _response(
+        self,
+        retrieval: Retrieval,
+        parsed: ParsedAnswer,
+        result: ChatResult | None,
+        started: float,
+        choices: Sequence[str] | None,
+    ) -> AskResponse:
+        retrieval.timings_ms["total"] = _ms(started)
+        cited = set(parsed.citations)
+        citations = [
+            Citation(
+                number=s.number,
+                silo=s.silo_label,
+                doc_id=s.passage.doc_id,
+                chunk_id=s.passage.chunk_id
+                if self.settings.retrieval.show_silo_names
+                else f"{s.silo_label}:{s.number}",
+                title=s.passage.title,
+                text=s.passage.text,
+                score=s.passage.score,
+                cited=s.number in cited,
+            )
+            for s in retrieval.sources
+        ]
+        return AskResponse(
+            id=f"ask-{retrieval.request_id}",
+            model=result.model if result else self.settings.llm.model,
+            answer=parsed.answer,
+            reasoning=parsed.reasoning,
+            citations=citations,
+            invalid_citations=list(parsed.invalid_citations),
+            choice=parsed.choice,
+            choice_parsed=parsed.choice_parsed if choices else None,
+            partial=retrieval.partial,
+            retrieved=bool(retrieval.sources),
+            trace=self._trace(retrieval, result),
+        )
+
+    def _trace(self, retrieval: Retrieval, result: ChatResult | None) -> Trace:
+        outcomes = {o.silo: o for o in retrieval.outcomes}
+        silos = []
+        decisions = retrieval.plan.decisions if retrieval.plan else ()
+        for decision in decisions:
+            outcome = outcomes.get(decision.silo)
+            silos.append(
+                SiloTrace(
+                    silo=decision.silo if self.settings.retrieval.show_silo_names else "(hidden)",
+                    routed=decision.selected,
+                    route_score=None if decision.score != decision.score else decision.score,
+                    route_reason=decision.reason,
+                    outcome=outcome.status if outcome else "not_asked",
+                    detail=outcome.detail if outcome else "",
+                    latency_ms=outcome.latency_ms if outcome else 0.0,
+                    passages=len(outcome.passages) if outcome else 0,
+                    bytes_sent=outcome.bytes_sent if outcome else 0,
+                    bytes_received=outcome.bytes_received if outcome else 0,
+                )
+            )
+        return Trace(
+            request_id=retrieval.request_id,
+            router=self.router.name,
+            merger=self.merger.name,
+            silos=silos,
+            timings_ms={k: round(v, 2) for k, v in retrieval.timings_ms.items()},
+            partial=retrieval.partial,
+            passages_merged=retrieval.merged,
+            duplicates_removed=retrieval.duplicates,
+            passages_in_prompt=len(retrieval.sources),
+            bytes_exchanged=sum(o.bytes_sent + o.bytes_received for o in retrieval.outcomes),
+            llm_tokens={
+                "prompt": result.prompt_tokens if result else None,
+                "completion": result.completion_tokens if result else None,
+            },
+        )
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000
+
+
+class ExecutorRun:
+    """Runs blocking callables in the gateway's thread pool (the encoder)."""
+
+    def __init__(self, workers: int = 2) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gateway")
+
+    async def __call__(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(*args)`` off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def shutdown(self) -> None:
+        """Stop the pool."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
