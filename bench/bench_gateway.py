@@ -669,8 +669,13 @@ def measure_ttft(
     llm_url: str,
     questions: list[str],
     max_tokens: int,
+    bodies: list[dict[str, Any]] | None = None,
 ) -> TTFTRun:
-    """Stream each question through the gateway and its recorded LLM body straight to the LLM, interleaved."""
+    """Stream each question through the gateway and its recorded LLM body straight to the LLM, interleaved.
+
+    Without ``bodies``, a first unmeasured pass records what the gateway sends to the LLM;
+    with them (recorded by another gateway over the same silo), one warm-up question runs.
+    """
     auth = {"Authorization": f"Bearer {api_key}"}
 
     def ask_gateway(question: str) -> Streamed:
@@ -682,10 +687,13 @@ def measure_ttft(
         }
         return stream(client, f"{gateway_url}/v1/chat/completions", body, auth)
 
-    bodies = []
-    for question in questions:  # pass 1, unmeasured: warms up and records the LLM request bodies
-        ask_gateway(question)
-        bodies.append(shim.bodies[-1])
+    if bodies is None:
+        bodies = []
+        for question in questions:  # pass 1, unmeasured: warms up and records the LLM request bodies
+            ask_gateway(question)
+            bodies.append(shim.bodies[-1])
+    else:
+        ask_gateway(questions[0])
     run = TTFTRun(bodies, [], [], 0)
     for i, (question, body) in enumerate(zip(questions, bodies, strict=True)):
         for path in ("gateway", "direct") if i % 2 == 0 else ("direct", "gateway"):
@@ -761,10 +769,9 @@ def llm_benchmark(
             ) as stub_gw,
             httpx.Client(timeout=600) as client,
         ):
-            runs = {
-                "stub": measure_ttft(client, stub_gw, api_key, stub_shim, stub_llm_url, questions, args.max_tokens),
-                "real": measure_ttft(client, gw, api_key, shim, llm_url, questions, args.max_tokens),
-            }
+            stub = measure_ttft(client, stub_gw, api_key, stub_shim, stub_llm_url, questions, args.max_tokens)
+            real = measure_ttft(client, gw, api_key, shim, llm_url, questions, args.max_tokens, stub.bodies)
+            runs = {"stub": stub, "real": real}
             steps: list[dict[str, float]] = []
             wall: list[float] = []
             for question in questions:

@@ -187,3 +187,61 @@ def demo(
     from gateway.demo import run_demo
 
     run_demo(workdir, per_corpus=per_corpus, serve=serve, console=console)
+
+
+router_app = typer.Typer(help="Train and check the learned router.", no_args_is_help=True)
+
+
+@router_app.command("train")
+def router_train(
+    questions: Annotated[Path, typer.Argument(help="Training questions, one per line (blank lines ignored).")],
+    federation: Annotated[Path, typer.Option(help="The federation's membership file.")],
+    key: Annotated[Path, typer.Option(help="A gateway's private.pem (the silos are searched as this gateway).")],
+    out: Annotated[Path, typer.Option(help="Where to write the model (JSON, no pickle).")] = Path("router.json"),
+    k: Annotated[int, typer.Option(help="A silo is relevant when it has a passage in the all-silo top-k.")] = 10,
+    threshold: Annotated[float, typer.Option(help="Probability above which the router asks a silo.")] = 0.5,
+    deadline: Annotated[float, typer.Option(help="Seconds per question for all silo searches.")] = 10.0,
+) -> None:
+    """Label questions by asking every silo, train the learned router, save it, report its routing."""
+    import asyncio
+
+    from rich.progress import Progress
+
+    from federation.encoder import SentenceTransformerEncoder
+    from federation.identity import Identity
+    from federation.membership import load_membership
+    from federation.signing import RequestSigner
+    from gateway.fanout import SiloPool
+    from gateway.router_training import label_questions
+    from router import LearnedRouter, evaluate_routing
+
+    texts = [line.strip() for line in questions.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(texts) < 10:
+        raise ConfigError(f"{questions} holds {len(texts)} questions; at least 10 are needed to train")
+    membership = load_membership(federation)
+    encoder = SentenceTransformerEncoder(model_id=membership.embedding.model)
+    settings = RetrievalSettings(deadline_s=deadline, breaker_failures=10**6)
+
+    async def run() -> list[Any]:
+        pool = SiloPool(membership, RequestSigner(Identity.load(key)), settings)
+        try:
+            with Progress(console=console) as progress:
+                task = progress.add_task("asking every silo", total=len(texts))
+                return await label_questions(
+                    texts, encoder=encoder, pool=pool, k=k, on_question=lambda: progress.advance(task)
+                )
+        finally:
+            await pool.aclose()
+
+    examples = asyncio.run(run())
+    if not examples:
+        raise FedragError("no question retrieved anything from any silo; nothing to learn from")
+    half = len(examples) // 2
+    held_out = evaluate_routing(LearnedRouter.train(examples[:half], threshold=threshold), examples[half:])
+    model = LearnedRouter.train(examples, threshold=threshold)
+    model.save(out)
+    console.print(
+        f"trained on {len(examples)} labelled questions; on the held-out half: silo recall "
+        f"{held_out['silo_recall']:.3f} asking {held_out['fraction_asked']:.0%} of silos; saved {out}",
+        highlight=False,
+    )

@@ -1,0 +1,74 @@
+"""Labelling questions against real silos and training the learned router from them."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from federation.config import RetrievalSettings
+from federation.signing import RequestSigner
+from gateway.fanout import SiloPool
+from gateway.router_training import label_questions
+from router import LearnedRouter, SiloView
+from tests.conftest import OPERATOR_TOKEN
+
+pytestmark = pytest.mark.integration
+
+CODE_DOCS = [
+    ("json-loads", "json.loads parses a JSON string and returns the Python object, such as a dict or a list."),
+    ("list-sort", "list.sort sorts a Python list in place; sorted returns a new sorted list from any iterable."),
+    ("dict-get", "dict.get returns the value for a key in a Python dictionary, or a default if the key is missing."),
+    ("pathlib", "pathlib.Path represents filesystem paths; Path.read_text reads a whole file as a string."),
+    ("asyncio-run", "asyncio.run runs a coroutine in a new event loop and returns its result."),
+    ("re-search", "re.search scans a string for the first match of a regular expression pattern."),
+]
+MEDICAL = [
+    "What lowers high blood pressure?",
+    "How is asthma treated?",
+    "What are stroke symptoms?",
+    "What causes anemia?",
+    "How is influenza spread?",
+    "What is appendicitis?",
+    "Treatment of migraine?",
+    "What is type 2 diabetes?",
+    "Signs of sepsis?",
+    "What are kidney stones?",
+]
+CODE = [
+    "How do I parse JSON in Python?",
+    "How to sort a list in Python?",
+    "Read a file into a string in Python",
+    "Get a value from a dict with a default",
+    "Run an async coroutine",
+    "Find a regex match in a string",
+    "Python JSON string to dict",
+    "sorted vs list.sort",
+    "pathlib read file",
+    "regular expression search Python",
+]
+
+
+async def test_labels_and_a_trained_router_send_each_topic_to_its_silo(federation, encoder, silo_transports) -> None:
+    documents = [{"id": i, "title": i, "text": t} for i, t in CODE_DOCS]
+    async with httpx.AsyncClient(
+        transport=silo_transports["beta"], base_url="http://beta", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    ) as operator:
+        assert (await operator.post("/v1/admin/documents", json={"documents": documents})).json()["added"] == 6
+    pool = SiloPool(
+        federation.membership,
+        RequestSigner(federation.gateway),
+        RetrievalSettings(deadline_s=10),
+        transports=silo_transports,
+    )
+    try:
+        examples = await label_questions(MEDICAL + CODE, encoder=encoder, pool=pool, k=3)
+    finally:
+        await pool.aclose()
+    assert len(examples) == 20
+    assert all("alpha" in e.relevant for e in examples[:10])
+    assert sum("beta" in e.relevant for e in examples[10:]) >= 8
+    model = LearnedRouter.train(examples)
+    silos: tuple[SiloView, ...] = examples[0].silos
+    medical = model.route(encoder.encode(["Which drugs treat hypertension?"])[0], silos, max_silos=1)
+    code = model.route(encoder.encode(["How can I load JSON text into a Python dict?"])[0], silos, max_silos=1)
+    assert medical.selected == ["alpha"] and code.selected == ["beta"]
