@@ -98,6 +98,9 @@ async def test_missing_or_wrong_api_key_is_401(gateway_factory, headers, code) -
         assert (await client.get("/v1/models", headers=headers)).status_code == 401
         assert (await client.get("/v1/silos", headers=headers)).status_code == 401
         assert (await client.get("/healthz", headers=headers)).status_code == 200
+        page = await client.get("/", headers=headers)  # the static page holds no data; it asks for a key
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert 'fetch("/v1/ask"' in page.text and "Bearer" in page.text
 
 
 @pytest.mark.parametrize(
@@ -149,3 +152,15 @@ async def test_rate_limit_is_429_with_retry_after(federation, encoder, silo_tran
     assert statuses[:2] == [200, 200] and 429 in [*statuses, limited.status_code]
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
     assert limited.json()["code"] == "rate_limited"
+
+
+async def test_silos_view_and_metrics(gateway_factory) -> None:
+    async with gateway_factory() as client:
+        await client.post("/v1/ask", json={"question": QUESTION})
+        view = (await client.get("/v1/silos")).json()
+        metrics = (await client.get("/metrics")).text
+    silos = {s["name"]: s for s in view["silos"]}
+    assert view["router"] == "all" and silos["alpha"]["breaker"] == "closed"
+    assert silos["alpha"]["card"]["chunk_count"] > 10 and silos["alpha"]["last_latency_ms"] is not None
+    assert 'fedrag_gateway_silo_outcomes_total{outcome="ok",silo="alpha"} 1.0' in metrics
+    assert 'fedrag_gateway_step_seconds_count{step="search"} 1.0' in metrics
