@@ -34,8 +34,8 @@ test-slow: install
 	$(BIN)/pytest -m "slow or gpu" -q
 
 lint: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --no-cache --check .
 	$(BIN)/mypy
 
 bench: install

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from gateway.llm_client import LLMClient, LLMSettings
 
 from aggregation import make_merger
 from federation.config import GatewaySettings
@@ -22,6 +21,7 @@ from federation.signing import RequestSigner
 from gateway.api import ask_router, chat_router, info_router
 from gateway.apikeys import ApiKeyStore, RateLimiter
 from gateway.fanout import SiloPool
+from gateway.llm_client import LLMClient, LLMSettings
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import ExecutorRun, Pipeline
 from router import make_router
