@@ -5,8 +5,10 @@
    1 silo, interleaved query by query. The silos are real ``fedrag silo serve`` processes on
    loopback, each a copy of one corpus silo (own key, own membership entry). Because N silo
    processes share this machine's cores with the gateway, the same comparison is also run
-   against stub silos that answer after a fixed delay without using the CPU (what remote
-   silos look like to the gateway); a serial fan-out would be about N times slower there.
+   against stub silos (one other process) that answer after a fixed delay without using the
+   CPU, which is what silos on their own machines look like to the gateway; a serial
+   fan-out would be about N times slower there. The gateway process's CPU time per
+   question is reported too: it is what the concurrent fan-out cannot overlap.
 2. Deadline: the healthy silos plus one that answers after ``--slow-s`` seconds, with a
    ``--deadline-ms`` deadline; p50/p95/p99 of the fan-out and of ``Pipeline.retrieve`` vs
    the deadline, with the circuit breaker effectively disabled (every question waits for
@@ -18,8 +20,10 @@
    the merged result against asking all silos, for ``all``, ``centroid`` and ``learned``
    (trained on one half of the questions, every row evaluated on the other half).
 4. LLM: time to first token streamed through the gateway's ``/v1/chat/completions`` vs the
-   same request body sent straight to the embedded LLM server (``fedrag llm serve``), and
-   the per-step latency of ``/v1/ask`` from its traces (median over the questions).
+   request body the gateway sent to the LLM, replayed straight to the embedded LLM server
+   (``fedrag llm serve``) and to a stub LLM that streams at once (which makes the gateway's
+   own overhead visible under the LLM's noise); and the per-step latency of ``/v1/ask``
+   from its traces (median over the questions).
 
 The routing federation is built once under ``--cache-dir`` (default ``.bench/routing-fed``)
 and reused while the corpus settings stay the same. Example:
@@ -34,6 +38,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -247,6 +252,7 @@ def routing_benchmark(fed: CorpusFederation, encoder: SentenceTransformerEncoder
         "oracle (exactly the label silos)": [sorted(labels[i]) for i in test],
         "centroid (threshold 0.3, top_m 3, max_silos 2)": routed(CentroidRouter(), 2),
         "centroid (threshold 0.3, top_m 3, no budget)": routed(CentroidRouter(), None),
+        "centroid (always the top 3: threshold -1, top_m 3)": routed(CentroidRouter(threshold=-1.0), None),
     }
     try:
         learned = LearnedRouter.train([examples[i] for i in train])
@@ -255,6 +261,8 @@ def routing_benchmark(fed: CorpusFederation, encoder: SentenceTransformerEncoder
     else:
         rows["learned (p >= 0.5, no budget)"] = routed(learned, None)
         rows["learned (p >= 0.5, max_silos 2)"] = routed(learned, 2)
+        for threshold in (0.3, 0.2):
+            rows[f"learned (p >= {threshold}, no budget)"] = routed(learned.with_threshold(threshold), None)
 
     def score(selected: list[list[str]], subset: list[int]) -> tuple[float, float, float]:
         fractions, recalls, silo_recalls = [], [], []
@@ -275,7 +283,7 @@ def routing_benchmark(fed: CorpusFederation, encoder: SentenceTransformerEncoder
         f"{len(fed.questions)} questions, {len(train)} to train the learned router, {len(test)} evaluated; "
         f"recall@{k} of the score-merged top-{k} against asking all silos)\n"
     )
-    print(f"Chunks per silo: {', '.join(f'{n} {cards[n].chunk_count}' for n in names)}. ")
+    print(f"Chunks per silo: {', '.join(f'{n} {cards[n].chunk_count}' for n in names)}.")
     print(f"Silos contributing to the all-silo top-{k} (the label): {mean_labels:.2f} per question on average.\n")
     print(f"| router | silo calls (fraction of all) | recall@{k} vs all silos | label silos found |")
     print("|---|---:|---:|---:|")
@@ -306,7 +314,7 @@ def routing_benchmark(fed: CorpusFederation, encoder: SentenceTransformerEncoder
 
 
 # --------------------------------------------------------------------------------------
-# stub silos and an in-thread uvicorn server
+# stub silos and LLM (own process), and an in-thread uvicorn server
 
 
 def _stub_reply(name: str, k: int) -> dict[str, Any]:
@@ -323,15 +331,67 @@ def _stub_reply(name: str, k: int) -> dict[str, Any]:
     return {"silo": name, "hits": hits, "k_effective": k, "epsilon_spent": 0.0, "redactions": 0, "took_ms": 1.0}
 
 
-def stub_app(delay_s: float, slow_s: float) -> Starlette:
-    """Silos that answer valid replies after ``delay_s`` (``/stub/NAME``) or ``slow_s`` (``/slow/NAME``)."""
+def stub_app() -> Starlette:
+    """Stand-ins that use no CPU to speak of.
+
+    ``/delay/MS/NAME/v1/search``: a silo NAME answering a valid reply after MS milliseconds;
+    ``/llm/v1/chat/completions``: a chat server streaming ``max_tokens`` one-word deltas at once.
+    """
 
     async def search(request: Request) -> Response:
         body = json.loads(await request.body())
-        await asyncio.sleep(slow_s if request.path_params["mode"] == "slow" else delay_s)
+        await asyncio.sleep(float(request.path_params["ms"]) / 1000)
         return JSONResponse(_stub_reply(request.path_params["name"], int(body["k"])))
 
-    return Starlette(routes=[Route("/{mode}/{name}/v1/search", search, methods=["POST"])])
+    async def chat(request: Request) -> Response:
+        chunks = int(json.loads(await request.body()).get("max_tokens") or 16)
+
+        async def events() -> Any:
+            for i in range(chunks + 1):
+                delta = {"role": "assistant", "content": ""} if i == 0 else {"content": "word "}
+                body = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}]}
+                yield f"data: {json.dumps(body)}\n\n"
+            end = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            yield f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[
+            Route("/delay/{ms}/{name}/v1/search", search, methods=["POST"]),
+            Route("/llm/v1/chat/completions", chat, methods=["POST"]),
+            Route("/healthz", health),
+        ]
+    )
+
+
+def _serve_stubs(port: int) -> None:
+    uvicorn.run(stub_app(), host="127.0.0.1", port=port, log_level="warning")
+
+
+@contextlib.contextmanager
+def stub_process() -> Iterator[str]:
+    """The stub app in its own process (so its work does not share the gateway's GIL)."""
+    port = free_port()
+    process = multiprocessing.get_context("spawn").Process(target=_serve_stubs, args=(port,), daemon=True)
+    process.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            if not process.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the stub server did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.join(timeout=10)
 
 
 @contextlib.contextmanager
@@ -432,17 +492,18 @@ async def fanout_and_deadline(
     run = ExecutorRun()
     k = RetrievalSettings().k_per_silo
     n = len(fed.names)
-    stubs = [
-        SiloEntry(name=f"t{i}", url=f"{stub_url}/stub/t{i}", public_key=Identity.generate().public.b64)
-        for i in range(n)
-    ]
     settings = retrieval_settings()
     pools = {
         ("real", 1): SiloPool(fed.with_urls({fed.names[0]: silo_urls[fed.names[0]]}), signer, settings),
         ("real", n): SiloPool(fed.with_urls(silo_urls), signer, settings),
-        ("stub", 1): SiloPool(fed.with_urls({}, stubs[:1]), signer, settings),
-        ("stub", n): SiloPool(fed.with_urls({}, stubs), signer, settings),
     }
+    for delay in args.stub_delay_ms:
+        stubs = [
+            SiloEntry(name=f"t{i}", url=f"{stub_url}/delay/{delay:g}/t{i}", public_key=Identity.generate().public.b64)
+            for i in range(n)
+        ]
+        pools[(f"stub {delay:g}", 1)] = SiloPool(fed.with_urls({}, stubs[:1]), signer, settings)
+        pools[(f"stub {delay:g}", n)] = SiloPool(fed.with_urls({}, stubs), signer, settings)
     pipes = {size: make_pipeline(fed, pools[("real", size)], settings, encoder, run) for size in (1, n)}
     try:
         if "fanout" in parts:
@@ -464,9 +525,9 @@ async def fanout(
     questions: list[str],
     vectors: np.ndarray,
 ) -> None:
-    samples: dict[tuple[str, int], list[float]] = {
-        (kind, size): [] for kind in ("real", "stub", "retrieve") for size in (1, n)
-    }
+    kinds = ["real", *(f"stub {delay:g}" for delay in args.stub_delay_ms), "retrieve"]
+    samples: dict[tuple[str, int], list[float]] = {(kind, size): [] for kind in kinds for size in (1, n)}
+    cpu: dict[tuple[str, int], list[float]] = {key: [] for key in samples}
     per_silo_ms: dict[tuple[str, int], list[float]] = {key: [] for key in samples}
     failures = 0
     total = args.queries + args.warmup
@@ -474,41 +535,45 @@ async def fanout(
     for i in range(total):
         vector, question = vectors[i % len(vectors)], questions[i % len(questions)]
         order = (1, n) if i % 2 == 0 else (n, 1)  # alternate which size goes first
-        for kind in ("real", "stub", "retrieve"):
+        for kind in kinds:
             for size in order:
-                t = time.perf_counter()
+                c, t = time.process_time(), time.perf_counter()
                 if kind == "retrieve":
-                    retrieval = await pipes[size].retrieve(question)
-                    outcomes = retrieval.outcomes
+                    outcomes = (await pipes[size].retrieve(question)).outcomes
                 else:
                     pool = pools[(kind, size)]
                     outcomes = await pool.search(pool.names, vector, k)
-                elapsed = time.perf_counter() - t
+                elapsed, used = time.perf_counter() - t, time.process_time() - c
                 failures += sum(o.status != "ok" for o in outcomes)
                 if i >= args.warmup:
                     samples[(kind, size)].append(elapsed)
+                    cpu[(kind, size)].append(used)
                     per_silo_ms[(kind, size)].extend(o.latency_ms for o in outcomes)
-    labels = {
-        "real": "fan-out `SiloPool.search`, real silo processes",
-        "stub": f"fan-out `SiloPool.search`, stub silos answering after {args.stub_delay_ms:g} ms (no CPU)",
-        "retrieve": "`Pipeline.retrieve` (embed, route, search, aggregate), real silo processes",
-    }
+
+    def label(kind: str) -> str:
+        if kind == "real":
+            return "fan-out `SiloPool.search`, real silo processes"
+        if kind == "retrieve":
+            return "`Pipeline.retrieve` (embed, route, search, aggregate), real silo processes"
+        return f"fan-out `SiloPool.search`, stub silos answering after {kind.split()[1]} ms (no CPU)"
+
     print(
         f"## 1. Fan-out: 1 vs {n} silos ({args.queries} queries interleaved, k_per_silo={k}, "
         f"router all, deadline {retrieval_settings().deadline_s:g} s; {failures} silo failures)\n"
     )
     print(
-        f"| path | 1 silo p50 ms | 1 silo p95 ms | {n} silos p50 ms | {n} silos p95 ms | "
-        f"ratio p50 | ratio p95 | mean per-silo call ms (1 / {n}) |"
+        f"| path | 1 silo p50 ms | 1 silo p95 ms | {n} silos p50 ms | {n} silos p95 ms | ratio p50 | ratio p95 | "
+        f"mean per-silo call ms (1 / {n}) | gateway process CPU ms per question (1 / {n}) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for kind, label in labels.items():
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for kind in kinds:
         one, many = samples[(kind, 1)], samples[(kind, n)]
         p50_1, p95_1, p50_n, p95_n = pct_ms(one, 50), pct_ms(one, 95), pct_ms(many, 50), pct_ms(many, 95)
         call_1, call_n = statistics.mean(per_silo_ms[(kind, 1)]), statistics.mean(per_silo_ms[(kind, n)])
+        cpu_1, cpu_n = statistics.mean(cpu[(kind, 1)]) * 1000, statistics.mean(cpu[(kind, n)]) * 1000
         print(
-            f"| {label} | {p50_1:.1f} | {p95_1:.1f} | {p50_n:.1f} | {p95_n:.1f} | "
-            f"{p50_n / p50_1:.2f} | {p95_n / p95_1:.2f} | {call_1:.1f} / {call_n:.1f} |"
+            f"| {label(kind)} | {p50_1:.1f} | {p95_1:.1f} | {p50_n:.1f} | {p95_n:.1f} | "
+            f"{p50_n / p50_1:.2f} | {p95_n / p95_1:.2f} | {call_1:.1f} / {call_n:.1f} | {cpu_1:.1f} / {cpu_n:.1f} |"
         )
     print()
 
@@ -525,7 +590,8 @@ async def deadline(
     k: int,
 ) -> None:
     signer = RequestSigner(fed.gateway)
-    slow = SiloEntry(name="slow", url=f"{stub_url}/slow/slow", public_key=Identity.generate().public.b64)
+    slow_url = f"{stub_url}/delay/{args.slow_s * 1000:g}/slow"
+    slow = SiloEntry(name="slow", url=slow_url, public_key=Identity.generate().public.b64)
     membership = fed.with_urls(silo_urls, [slow])
     deadline_s = args.deadline_ms / 1000
     never = 1_000_000_000
@@ -540,6 +606,7 @@ async def deadline(
     samples: dict[str, list[float]] = {key: [] for key in pools}
     slow_status: dict[str, dict[str, int]] = {key: {} for key in pools}
     healthy_late = dict.fromkeys(pools, 0)
+    healthy_late_questions = dict.fromkeys(pools, 0)
     total = args.deadline_queries + args.warmup
     log(f"deadline: {total} queries, {len(silo_urls)} healthy silos + 1 answering after {args.slow_s:g} s")
     try:
@@ -555,11 +622,14 @@ async def deadline(
                 if i < args.warmup:
                     continue
                 samples[key].append(elapsed)
+                late = 0
                 for outcome in outcomes:
                     if outcome.silo == "slow":
                         slow_status[key][outcome.status] = slow_status[key].get(outcome.status, 0) + 1
                     elif outcome.status != "ok":
-                        healthy_late[key] += 1
+                        late += 1
+                healthy_late[key] += late
+                healthy_late_questions[key] += late > 0
     finally:
         for pool in pools.values():
             await pool.aclose()
@@ -572,14 +642,18 @@ async def deadline(
         f"## 2. Deadline: {len(silo_urls)} healthy silos + 1 answering after {args.slow_s:g} s, "
         f"deadline {args.deadline_ms:g} ms ({args.deadline_queries} queries, interleaved)\n"
     )
-    print("| path | p50 ms | p95 ms | p99 ms | max ms | p99 / deadline | slow silo outcomes | healthy silos not ok |")
+    print(
+        "| path | p50 ms | p95 ms | p99 ms | max ms | p99 / deadline | slow silo outcomes "
+        "| healthy silo calls not ok (questions) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|---:|")
     for key, label in labels.items():
         s = samples[key]
         outcomes_text = ", ".join(f"{status} {count}" for status, count in sorted(slow_status[key].items()))
         print(
             f"| {label} | {pct_ms(s, 50):.1f} | {pct_ms(s, 95):.1f} | {pct_ms(s, 99):.1f} | {max(s) * 1000:.1f} | "
-            f"{pct_ms(s, 99) / args.deadline_ms:.2f} | {outcomes_text} | {healthy_late[key]} |"
+            f"{pct_ms(s, 99) / args.deadline_ms:.2f} | {outcomes_text} | "
+            f"{healthy_late[key]} ({healthy_late_questions[key]}) |"
         )
     print()
 
@@ -705,27 +779,12 @@ def measure_ttft(
     return run
 
 
-def stub_llm_app(chunks: int) -> Starlette:
-    """An OpenAI-style streaming chat server that answers at once (``chunks`` one-word deltas)."""
-
-    async def chat(request: Request) -> Response:
-        await request.body()
-
-        async def events() -> Any:
-            for i in range(chunks + 1):
-                delta = {"role": "assistant", "content": ""} if i == 0 else {"content": "word "}
-                body = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}]}
-                yield f"data: {json.dumps(body)}\n\n"
-            end = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-            yield f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
-
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
-
-
 def llm_benchmark(
-    args: argparse.Namespace, fed: CopyFederation, encoder: SentenceTransformerEncoder, questions: list[str]
+    args: argparse.Namespace,
+    fed: CopyFederation,
+    stub_url: str,
+    encoder: SentenceTransformerEncoder,
+    questions: list[str],
 ) -> None:
     from gateway.apikeys import ApiKeyStore
     from gateway.app import create_app as gateway_app
@@ -743,13 +802,13 @@ def llm_benchmark(
             what="LLM server",
             timeout_s=300,
         ),
-        serve_in_thread(stub_llm_app(args.max_tokens), free_port()) as stub_llm_url,
         serve_in_thread(silo_app(fed.silo_dir(silo)), free_port()) as silo_url,
     ):
         federation_file = fed.root / "federation-gateway.toml"
         save_membership(federation_file, fed.with_urls({silo: silo_url}))
         keys_file = fed.root / "api-keys.json"
         api_key = ApiKeyStore.add(keys_file, f"bench-{time.time_ns()}")
+        stub_llm_url = f"{stub_url}/llm"
 
         def settings(url: str) -> GatewaySettings:
             return GatewaySettings(
@@ -839,7 +898,9 @@ def main() -> None:
     parser.add_argument("--silos", type=int, default=8, help="silos in the fan-out and deadline parts (vs 1)")
     parser.add_argument("--queries", type=int, default=200, help="fan-out queries (each measured 1 vs N silos)")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured queries before each measurement")
-    parser.add_argument("--stub-delay-ms", type=float, default=20.0, help="answer delay of the stub silos")
+    parser.add_argument(
+        "--stub-delay-ms", default="10,50", help="answer delays of the stub silos in part 1 (comma list, ms)"
+    )
     parser.add_argument("--deadline-ms", type=float, default=300.0, help="per-question deadline in part 2")
     parser.add_argument("--slow-s", type=float, default=1.0, help="how late the slow silo answers in part 2")
     parser.add_argument("--deadline-queries", type=int, default=100, help="queries in part 2")
@@ -856,6 +917,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
+    args.stub_delay_ms = [float(d) for d in args.stub_delay_ms.split(",") if d.strip()]
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     unknown = parts - {"routing", "fanout", "deadline", "llm"}
     if unknown:
@@ -874,24 +936,22 @@ def main() -> None:
     questions = [q for _, q in fed.questions]
     vectors = encoder.encode(questions)
     llm_questions = [f"What is {q}?" for c, q in fed.questions if c == template_corpus][: args.llm_questions]
-    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, contextlib.ExitStack() as stack:
+        stub_url = stack.enter_context(stub_process()) if parts & {"fanout", "deadline", "llm"} else ""
         if parts & {"fanout", "deadline"}:
             copies = copy_federation(Path(tmp) / "fanout", fed.silo_dir(template_corpus), args.silos, encoder)
             print(
                 f"Parts 1-2: {args.silos} `fedrag silo serve` processes on loopback, each a copy of the "
-                f"{template_corpus} silo ({args.per_corpus} documents); query vectors = the "
-                f"{len(questions)} routing questions.\n"
+                f"{template_corpus} silo ({args.per_corpus} documents); stub silos in one other process; "
+                f"query vectors = the {len(questions)} routing questions.\n"
             )
-            with contextlib.ExitStack() as stack:
+            with contextlib.ExitStack() as silos:
                 log(f"starting {args.silos} silo processes")
-                urls = {n: stack.enter_context(running_silo(copies.silo_dir(n), free_port())) for n in copies.names}
-                stub_url = stack.enter_context(
-                    serve_in_thread(stub_app(args.stub_delay_ms / 1000, args.slow_s), free_port())
-                )
+                urls = {n: silos.enter_context(running_silo(copies.silo_dir(n), free_port())) for n in copies.names}
                 asyncio.run(fanout_and_deadline(args, copies, urls, stub_url, encoder, questions, vectors, parts))
         if "llm" in parts:
             single = copy_federation(Path(tmp) / "llm", fed.silo_dir(template_corpus), 1, encoder)
-            llm_benchmark(args, single, encoder, llm_questions)
+            llm_benchmark(args, single, stub_url, encoder, llm_questions)
     print(f"load average at end {os.getloadavg()[0]:.2f}; whole run {time.perf_counter() - started:.0f} s")
 
 
