@@ -100,6 +100,7 @@ class _SiloState:
     card: SiloCard | None = None
     card_fetched_at: float = 0.0
     card_error: str = ""
+    card_failed_at: float | None = None
     last_latency_ms: float | None = None
     last_status: str = "never asked"
 
@@ -152,10 +153,13 @@ class SiloPool:
     async def refresh_cards(self, *, force: bool = False) -> None:
         """Fetch cards that are missing or older than ``card_refresh_s`` (concurrently, under the deadline)."""
         now = time.monotonic()
+        backoff = self._settings.breaker_open_s
         due = [
             name
             for name, state in self._silos.items()
-            if force or state.card is None or now - state.card_fetched_at > self._settings.card_refresh_s
+            if force
+            or (state.card is None and (state.card_failed_at is None or now - state.card_failed_at > backoff))
+            or (state.card is not None and now - state.card_fetched_at > self._settings.card_refresh_s)
         ]
         if due:
             await asyncio.gather(*(self._refresh_card(name) for name in due))
@@ -165,6 +169,8 @@ class SiloPool:
         try:
             card = await asyncio.wait_for(state.client.card(), timeout=self._settings.deadline_s)
         except (FedragError, TimeoutError) as exc:
+            # A failed card is retried after breaker_open_s, not on every question's path.
+            state.card_failed_at = time.monotonic()
             state.card_error = getattr(exc, "detail", "") or "card request timed out"
             logger.info("card of silo '%s' unavailable: %s", name, state.card_error)
             return
@@ -172,6 +178,7 @@ class SiloPool:
             state.card_error = "card does not match the membership file (name or embedding fingerprint)"
             return
         state.card, state.card_fetched_at, state.card_error = card, time.monotonic(), ""
+        state.card_failed_at = None
 
     async def search(
         self, silos: Sequence[str], vector: np.ndarray, k: int, *, request_id: str | None = None
