@@ -119,11 +119,16 @@ def clean_text(text: str, *, single_line: bool = False) -> str:
         The cleaned text.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n")
-    drop = {
-        ord(ch): None for ch in set(text) if ch not in _KEEP_CONTROLS and unicodedata.category(ch) in _DROP_CATEGORIES
-    }
-    if drop:
-        text = text.translate(drop)
+    # Every character of the dropped categories is non-printable, so text that is printable
+    # apart from newlines and tabs (nearly all text) has nothing to drop: skip the per-character look-up.
+    if not text.replace("\n", "").replace("\t", "").isprintable():
+        drop = {
+            ord(ch): None
+            for ch in set(text)
+            if not ch.isprintable() and ch not in _KEEP_CONTROLS and unicodedata.category(ch) in _DROP_CATEGORIES
+        }
+        if drop:
+            text = text.translate(drop)
     if single_line:
         text = " ".join(text.split())
     return text.strip()

@@ -5,28 +5,26 @@
    1 silo, interleaved query by query. The silos are real ``fedrag silo serve`` processes on
    loopback, each a copy of one corpus silo (own key, own membership entry). Because N silo
    processes share this machine's cores with the gateway, the same comparison is also run
-   against stub silos (one other process) that answer after a fixed delay without using the
-   CPU, which is what silos on their own machines look like to the gateway; a serial
-   fan-out would be about N times slower there. The gateway process's CPU time per
-   question is reported too: it is what the concurrent fan-out cannot overlap.
+   against stub silos (one other process, bare asyncio, replies encoded once) that answer
+   after a fixed delay using next to no CPU, which is what silos on their own machines look
+   like to the gateway; a serial fan-out would be about N times slower there. The gateway
+   process's CPU time per question and per extra silo call is reported too (it is what the
+   concurrent fan-out cannot overlap), and so is the CPU the silo or stub processes spent
+   per request (read from ``/proc``).
 2. Deadline: the healthy silos plus one that answers after ``--slow-s`` seconds, with a
    ``--deadline-ms`` deadline; p50/p95/p99 of the fan-out and of ``Pipeline.retrieve`` vs
    the deadline, with the circuit breaker effectively disabled (every question waits for
    the deadline) and, for comparison, with the default breaker (3 failures).
-3. Routing: a federation with one silo per packaged corpus (real encoder), questions =
-   titles of held-out documents of each corpus; label = silos contributing to the merged
-   top-k when all silos are asked. Each silo is searched once per question in process;
-   routers are then replayed on the cards offline: fraction of silo calls and recall@k of
-   the merged result against asking all silos, for ``all``, ``centroid`` and ``learned``
-   (trained on one half of the questions, every row evaluated on the other half).
+3. Routing: measured by ``bench/bench_routing.py`` (same corpus federation).
 4. LLM: time to first token streamed through the gateway's ``/v1/chat/completions`` vs the
    request body the gateway sent to the LLM, replayed straight to the embedded LLM server
    (``fedrag llm serve``) and to a stub LLM that streams at once (which makes the gateway's
    own overhead visible under the LLM's noise); and the per-step latency of ``/v1/ask``
    from its traces (median over the questions).
 
-The routing federation is built once under ``--cache-dir`` (default ``.bench/routing-fed``)
-and reused while the corpus settings stay the same. Example:
+The questions of parts 1, 2 and 4 and the silo copied for them come from the corpus
+federation of ``bench/routing_federation.py``, built once under ``--cache-dir`` (default
+``.bench/routing-fed``) and reused while the corpus settings stay the same. Example:
 
     .venv/bin/python bench/bench_gateway.py --queries 200 --deadline-queries 100
 """
@@ -36,21 +34,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import multiprocessing
 import os
-import random
+import re
 import shutil
+import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -60,41 +57,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx
 import uvicorn
+from routing_federation import add_federation_arguments, corpora_list, corpus_federation, log, write_silo
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from aggregation import Passage, ScoreMerger, validate_reply
-from federation.config import (
-    GatewaySettings,
-    LLMEndpointSettings,
-    RetrievalSettings,
-    SiloSettings,
-    load_silo_settings,
-    write_silo_settings,
-)
+from aggregation import ScoreMerger
+from federation.config import GatewaySettings, LLMEndpointSettings, RetrievalSettings
 from federation.encoder import SentenceTransformerEncoder
 from federation.identity import PRIVATE_KEY_FILE, Identity
-from federation.membership import GatewayEntry, Membership, SiloEntry, load_membership, save_membership
-from federation.protocol import Matrix, SearchRequest
+from federation.membership import GatewayEntry, Membership, SiloEntry, save_membership
 from federation.services import fedrag_service, free_port
 from federation.signing import RequestSigner
 from gateway.fanout import SiloPool
 from gateway.llm_client import LLMClient, LLMSettings
 from gateway.pipeline import ExecutorRun, Pipeline
-from router import AllRouter, CentroidRouter, LearnedRouter, SiloView, TrainingExample
-from silo_node.corpora import CORPORA, load_corpus
-from silo_node.demo import running_silo
-from silo_node.service import SiloService
+from router import AllRouter
 
-CACHE_VERSION = 1
-OPERATOR_SHA = hashlib.sha256(b"bench-operator-token").hexdigest()
 STEPS = ("embed", "route", "search", "aggregate")
-
-
-def log(message: str) -> None:
-    print(f"[bench_gateway {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def pct_ms(samples: Sequence[float], q: float) -> float:
@@ -102,219 +83,25 @@ def pct_ms(samples: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q)) * 1000
 
 
-def write_silo(silo_dir: Path, name: str, description: str, key_dir: str) -> None:
-    """Write ``silo.toml`` for a silo two levels below the federation root."""
-    silo_dir.mkdir(parents=True, exist_ok=True)
-    write_silo_settings(
-        silo_dir,
-        SiloSettings(
-            name=name,
-            description=description,
-            federation_file=Path("../../federation.toml"),
-            key_file=Path(f"../../keys/{key_dir}/{PRIVATE_KEY_FILE}"),
-            operator_token_sha256=OPERATOR_SHA,
-        ),
-    )
-
-
 # --------------------------------------------------------------------------------------
-# the routing federation: one silo per corpus, built once and cached
+# stub silos and the stub LLM (each in its own process), and an in-thread uvicorn server
 
 
-@dataclass
-class CorpusFederation:
-    root: Path
-    membership: Membership
-    gateway: Identity
-    questions: list[tuple[str, str]]  # (corpus the held-out document came from, question text)
+@dataclass(frozen=True)
+class Served:
+    """A server in a child process: its URL, and its process id (to read its CPU time)."""
 
-    def silo_dir(self, name: str) -> Path:
-        return self.root / "silos" / name
+    url: str
+    pid: int
 
 
-def corpus_federation(args: argparse.Namespace, encoder: SentenceTransformerEncoder) -> CorpusFederation:
-    root: Path = args.cache_dir
-    config = {
-        "version": CACHE_VERSION,
-        "corpora": args.corpora,
-        "per_corpus": args.per_corpus,
-        "questions_per_corpus": args.questions_per_corpus,
-        "seed": args.seed,
-        "fingerprint": encoder.fingerprint,
-    }
-    manifest = root / "manifest.json"
-    if not args.rebuild and manifest.is_file():
-        saved = json.loads(manifest.read_text(encoding="utf-8"))
-        if saved["config"] == config:
-            log(f"reusing the corpus federation in {root}")
-            return CorpusFederation(
-                root=root,
-                membership=load_membership(root / "federation.toml"),
-                gateway=Identity.load(root / "keys" / "gateway" / PRIVATE_KEY_FILE),
-                questions=[(c, q) for c, q in saved["questions"]],
-            )
-        log(f"{root} was built with other settings: rebuilding")
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    ids = {name: Identity.generate() for name in ("gateway", *args.corpora)}
-    for name, identity in ids.items():
-        identity.save(root / "keys" / name)
-    membership = Membership(
-        name="bench-routing",
-        embedding=encoder.spec(),
-        silos=tuple(
-            SiloEntry(
-                name=c, url="http://127.0.0.1:1", public_key=ids[c].public.b64, description=CORPORA[c].description
-            )
-            for c in args.corpora
-        ),
-        gateways=(GatewayEntry(name="gw", public_key=ids["gateway"].public.b64),),
-    )
-    save_membership(root / "federation.toml", membership)
-    questions: list[tuple[str, str]] = []
-    started = time.perf_counter()
-    for corpus in args.corpora:
-        t = time.perf_counter()
-        documents = load_corpus(corpus)
-        count = args.per_corpus + args.questions_per_corpus
-        if count > len(documents):
-            raise SystemExit(f"corpus {corpus} has {len(documents)} documents, fewer than {count}")
-        picked = random.Random(f"{args.seed}:{corpus}").sample(range(len(documents)), count)
-        ingest = [documents[i] for i in sorted(picked[: args.per_corpus])]
-        held_out = [documents[i] for i in picked[args.per_corpus :]]
-        silo_dir = root / "silos" / corpus
-        write_silo(silo_dir, corpus, CORPORA[corpus].description, corpus)
-        service = SiloService(load_silo_settings(silo_dir), silo_dir, encoder=encoder).open()
-        try:
-            report = service.ingest(ingest)
-        finally:
-            service.close()
-        questions += [(corpus, d.title) for d in held_out if d.title.strip()]
-        log(
-            f"silo {corpus}: {report.documents} documents, {report.chunks} chunks, "
-            f"{time.perf_counter() - t:.0f} s (load + embed)"
-        )
-    manifest.write_text(json.dumps({"config": config, "questions": questions}, indent=1), encoding="utf-8")
-    log(f"corpus federation built in {time.perf_counter() - started:.0f} s")
-    return CorpusFederation(root, membership, ids["gateway"], questions)
-
-
-# --------------------------------------------------------------------------------------
-# 3. routing
-
-
-def routing_benchmark(fed: CorpusFederation, encoder: SentenceTransformerEncoder, k: int) -> None:
-    names = [s.name for s in fed.membership.silos]
-    services = {}
-    for name in names:
-        settings = load_silo_settings(fed.silo_dir(name))
-        settings.policy.audit_log = False  # offline replay: keep the cached silos' audit logs clean
-        services[name] = SiloService(settings, fed.silo_dir(name)).open()
-    try:
-        cards = {n: s.card() for n, s in services.items()}
-        described = encoder.encode([cards[n].description or n for n in names])  # as Pipeline._views does
-        views = tuple(
-            SiloView(name=n, card=cards[n], description_vector=v) for n, v in zip(names, described, strict=True)
-        )
-        vectors = encoder.encode([q for _, q in fed.questions])
-        fingerprint = fed.membership.embedding.fingerprint
-        results: list[dict[str, list[Passage]]] = []
-        for vector in vectors:
-            request = SearchRequest(vector=Matrix.from_numpy(vector), k=k, fingerprint=fingerprint)
-            results.append(
-                {
-                    n: validate_reply(n, s.search(fed.gateway.key_id, request), k_requested=k)
-                    for n, s in services.items()
-                }
-            )
-    finally:
-        for service in services.values():
-            service.close()
-
-    merger = ScoreMerger()
-    full = [{p.key for p in merger.merge(per, k)} for per in results]
-    labels = [frozenset(p.silo for p in merger.merge(per, k)) for per in results]
-
-    # alternate questions of each corpus go to training and to evaluation
-    seen: dict[str, int] = {}
-    train: list[int] = []
-    test: list[int] = []
-    for i, (corpus, _) in enumerate(fed.questions):
-        (train if seen.get(corpus, 0) % 2 == 0 else test).append(i)
-        seen[corpus] = seen.get(corpus, 0) + 1
-    examples = [TrainingExample(query=v, silos=views, relevant=lab) for v, lab in zip(vectors, labels, strict=True)]
-
-    def routed(router: Any, max_silos: int | None) -> list[list[str]]:
-        return [router.route(vectors[i], views, max_silos=max_silos).selected for i in test]
-
-    rows: dict[str, list[list[str]]] = {
-        "all": routed(AllRouter(), None),
-        "oracle (exactly the label silos)": [sorted(labels[i]) for i in test],
-        "centroid (threshold 0.3, top_m 3, max_silos 2)": routed(CentroidRouter(), 2),
-        "centroid (threshold 0.3, top_m 3, no budget)": routed(CentroidRouter(), None),
-        "centroid (always the top 3: threshold -1, top_m 3)": routed(CentroidRouter(threshold=-1.0), None),
-    }
-    try:
-        learned = LearnedRouter.train([examples[i] for i in train])
-    except ValueError as exc:  # e.g. every silo relevant to every training question (tiny silos)
-        log(f"learned router not trained: {exc}")
-    else:
-        rows["learned (p >= 0.5, no budget)"] = routed(learned, None)
-        rows["learned (p >= 0.5, max_silos 2)"] = routed(learned, 2)
-        for threshold in (0.3, 0.2):
-            rows[f"learned (p >= {threshold}, no budget)"] = routed(learned.with_threshold(threshold), None)
-
-    def score(selected: list[list[str]], subset: list[int]) -> tuple[float, float, float]:
-        fractions, recalls, silo_recalls = [], [], []
-        for j in subset:
-            i, sel = test[j], selected[j]
-            fractions.append(len(sel) / len(names))
-            if full[i]:
-                got = {p.key for p in merger.merge({s: results[i][s] for s in sel}, k)}
-                recalls.append(len(got & full[i]) / len(full[i]))
-            if labels[i]:
-                silo_recalls.append(len(set(sel) & labels[i]) / len(labels[i]))
-        return statistics.mean(fractions), statistics.mean(recalls), statistics.mean(silo_recalls)
-
-    everything = list(range(len(test)))
-    mean_labels = statistics.mean(len(labels[i]) for i in test)
-    print(
-        f"## 3. Routing ({len(names)} silos, one per corpus: {', '.join(names)}; "
-        f"{len(fed.questions)} questions, {len(train)} to train the learned router, {len(test)} evaluated; "
-        f"recall@{k} of the score-merged top-{k} against asking all silos)\n"
-    )
-    print(f"Chunks per silo: {', '.join(f'{n} {cards[n].chunk_count}' for n in names)}.")
-    print(f"Silos contributing to the all-silo top-{k} (the label): {mean_labels:.2f} per question on average.\n")
-    print(f"| router | silo calls (fraction of all) | recall@{k} vs all silos | label silos found |")
-    print("|---|---:|---:|---:|")
-    for name, selected in rows.items():
-        fraction, recall, silo_recall = score(selected, everything)
-        print(f"| {name} | {fraction:.3f} | {recall:.3f} | {silo_recall:.3f} |")
-    print()
-    print(f"By the corpus the question came from (calls fraction / recall@{k}):\n")
-    pick = [
-        "centroid (threshold 0.3, top_m 3, max_silos 2)",
-        "centroid (threshold 0.3, top_m 3, no budget)",
-        "learned (p >= 0.5, no budget)",
-    ]
-    pick = [name for name in pick if name in rows]
-    print("| corpus | questions | label silos | " + " | ".join(pick) + " |")
-    print("|---|---:|---:|" + "---:|" * len(pick))
-    for corpus in names:
-        subset = [j for j, i in enumerate(test) if fed.questions[i][0] == corpus]
-        if not subset:
-            continue
-        cells = []
-        for name in pick:
-            fraction, recall, _ = score(rows[name], subset)
-            cells.append(f"{fraction:.2f} / {recall:.3f}")
-        label_mean = statistics.mean(len(labels[test[j]]) for j in subset)
-        print(f"| {corpus} | {len(subset)} | {label_mean:.2f} | " + " | ".join(cells) + " |")
-    print()
-
-
-# --------------------------------------------------------------------------------------
-# stub silos and LLM (own process), and an in-thread uvicorn server
+def process_cpu_s(pids: Sequence[int]) -> float:
+    """User + system CPU seconds the processes have used so far (Linux ``/proc``, clock-tick resolution)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _stub_reply(name: str, k: int) -> dict[str, Any]:
@@ -331,17 +118,95 @@ def _stub_reply(name: str, k: int) -> dict[str, Any]:
     return {"silo": name, "hits": hits, "k_effective": k, "epsilon_spent": 0.0, "redactions": 0, "took_ms": 1.0}
 
 
-def stub_app() -> Starlette:
-    """Stand-ins that use no CPU to speak of.
+_STUB_SEARCH_LINE = re.compile(rb"^POST /delay/([0-9.]+)/([A-Za-z0-9_.-]+)/v1/search HTTP/1\.1$")
 
-    ``/delay/MS/NAME/v1/search``: a silo NAME answering a valid reply after MS milliseconds;
-    ``/llm/v1/chat/completions``: a chat server streaming ``max_tokens`` one-word deltas at once.
+
+class StubSearch(asyncio.Protocol):
+    """Silos answering ``POST /delay/MS/NAME/v1/search`` with a valid reply after MS milliseconds.
+
+    Bare asyncio, keep-alive, each reply encoded once: about 0.1 ms of CPU per request. The
+    earlier uvicorn + Starlette stub spent 0.7-1.2 ms per request, serially in its one
+    process on the gateway's 2 cores, which is not what silos on their own machines cost
+    the gateway. It reads only what the gateway sends (Content-Length bodies).
     """
 
-    async def search(request: Request) -> Response:
-        body = json.loads(await request.body())
-        await asyncio.sleep(float(request.path_params["ms"]) / 1000)
-        return JSONResponse(_stub_reply(request.path_params["name"], int(body["k"])))
+    replies: ClassVar[dict[tuple[bytes, int], bytes]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (head_end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            lines = self.buffer[:head_end].split(b"\r\n")
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            end = head_end + 4 + length
+            if len(self.buffer) < end:
+                return
+            body, self.buffer = self.buffer[head_end + 4 : end], self.buffer[end:]
+            match = _STUB_SEARCH_LINE.match(lines[0])
+            if match is None:
+                self.transport.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                continue
+            key = (match.group(2), int(json.loads(body)["k"]))
+            reply = self.replies.get(key)
+            if reply is None:
+                payload = json.dumps(_stub_reply(key[0].decode(), key[1])).encode()
+                head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
+                reply = self.replies[key] = head.encode() + payload
+            asyncio.get_running_loop().call_later(float(match.group(1)) / 1000, self._send, reply)
+
+    def _send(self, reply: bytes) -> None:
+        if not self.transport.is_closing():  # the gateway gave up (deadline): nobody to answer
+            self.transport.write(reply)
+
+
+def _serve_search_stubs(port: int) -> None:
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(StubSearch, "127.0.0.1", port)
+        await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+@contextlib.contextmanager
+def search_stub_process() -> Iterator[Served]:
+    """The stub silos in their own process."""
+    port = free_port()
+    process = multiprocessing.get_context("spawn").Process(target=_serve_search_stubs, args=(port,), daemon=True)
+    process.start()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if not process.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the stub silo server did not start")
+            time.sleep(0.1)
+        assert process.pid is not None
+        yield Served(f"http://127.0.0.1:{port}", process.pid)
+    finally:
+        process.terminate()
+        process.join(timeout=10)
+
+
+@contextlib.contextmanager
+def silo_process(silo_dir: Path) -> Iterator[Served]:
+    """``fedrag silo serve`` as a child process on a free loopback port."""
+    url = f"http://127.0.0.1:{free_port()}"
+    args = ["silo", "serve", str(silo_dir), "--port", url.rsplit(":", 1)[1], "--log-level", "warning"]
+    with fedrag_service(args, f"{url}/readyz", timeout_s=60, what="silo") as process:
+        yield Served(url, process.pid)
+
+
+def stub_app() -> Starlette:
+    """The stub LLM: ``/llm/v1/chat/completions`` streams ``max_tokens`` one-word deltas at once."""
 
     async def chat(request: Request) -> Response:
         chunks = int(json.loads(await request.body()).get("max_tokens") or 16)
@@ -361,7 +226,6 @@ def stub_app() -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/delay/{ms}/{name}/v1/search", search, methods=["POST"]),
             Route("/llm/v1/chat/completions", chat, methods=["POST"]),
             Route("/healthz", health),
         ]
@@ -374,7 +238,7 @@ def _serve_stubs(port: int) -> None:
 
 @contextlib.contextmanager
 def stub_process() -> Iterator[str]:
-    """The stub app in its own process (so its work does not share the gateway's GIL)."""
+    """The stub LLM in its own process (so its work does not share the gateway's GIL)."""
     port = free_port()
     process = multiprocessing.get_context("spawn").Process(target=_serve_stubs, args=(port,), daemon=True)
     process.start()
@@ -481,13 +345,15 @@ def make_pipeline(fed: CopyFederation, pool: SiloPool, settings: RetrievalSettin
 async def fanout_and_deadline(
     args: argparse.Namespace,
     fed: CopyFederation,
-    silo_urls: dict[str, str],
-    stub_url: str,
+    silos: dict[str, Served],
+    stub_server: Served,
     encoder: SentenceTransformerEncoder,
     questions: list[str],
     vectors: np.ndarray,
     parts: set[str],
 ) -> None:
+    silo_urls = {name: silo.url for name, silo in silos.items()}
+    stub_url = stub_server.url
     signer = RequestSigner(fed.gateway)
     run = ExecutorRun()
     k = RetrievalSettings().k_per_silo
@@ -505,9 +371,10 @@ async def fanout_and_deadline(
         pools[(f"stub {delay:g}", 1)] = SiloPool(fed.with_urls({}, stubs[:1]), signer, settings)
         pools[(f"stub {delay:g}", n)] = SiloPool(fed.with_urls({}, stubs), signer, settings)
     pipes = {size: make_pipeline(fed, pools[("real", size)], settings, encoder, run) for size in (1, n)}
+    silo_pids = [silo.pid for silo in silos.values()]
     try:
         if "fanout" in parts:
-            await fanout(args, pools, pipes, n, k, questions, vectors)
+            await fanout(args, pools, pipes, n, k, questions, vectors, silo_pids, stub_server.pid)
         if "deadline" in parts:
             await deadline(args, fed, silo_urls, stub_url, encoder, run, questions, vectors, k)
     finally:
@@ -524,10 +391,13 @@ async def fanout(
     k: int,
     questions: list[str],
     vectors: np.ndarray,
+    silo_pids: list[int],
+    stub_pid: int,
 ) -> None:
     kinds = ["real", *(f"stub {delay:g}" for delay in args.stub_delay_ms), "retrieve"]
     samples: dict[tuple[str, int], list[float]] = {(kind, size): [] for kind in kinds for size in (1, n)}
     cpu: dict[tuple[str, int], list[float]] = {key: [] for key in samples}
+    server_cpu = dict.fromkeys(samples, 0.0)  # CPU seconds of the silo or stub processes
     per_silo_ms: dict[tuple[str, int], list[float]] = {key: [] for key in samples}
     failures = 0
     total = args.queries + args.warmup
@@ -536,7 +406,9 @@ async def fanout(
         vector, question = vectors[i % len(vectors)], questions[i % len(questions)]
         order = (1, n) if i % 2 == 0 else (n, 1)  # alternate which size goes first
         for kind in kinds:
+            servers = [stub_pid] if kind.startswith("stub") else silo_pids
             for size in order:
+                s = process_cpu_s(servers)
                 c, t = time.process_time(), time.perf_counter()
                 if kind == "retrieve":
                     outcomes = (await pipes[size].retrieve(question)).outcomes
@@ -548,6 +420,7 @@ async def fanout(
                 if i >= args.warmup:
                     samples[(kind, size)].append(elapsed)
                     cpu[(kind, size)].append(used)
+                    server_cpu[(kind, size)] += process_cpu_s(servers) - s
                     per_silo_ms[(kind, size)].extend(o.latency_ms for o in outcomes)
 
     def label(kind: str) -> str:
@@ -555,7 +428,7 @@ async def fanout(
             return "fan-out `SiloPool.search`, real silo processes"
         if kind == "retrieve":
             return "`Pipeline.retrieve` (embed, route, search, aggregate), real silo processes"
-        return f"fan-out `SiloPool.search`, stub silos answering after {kind.split()[1]} ms (no CPU)"
+        return f"fan-out `SiloPool.search`, stub silos answering after {kind.split()[1]} ms (next to no CPU)"
 
     print(
         f"## 1. Fan-out: 1 vs {n} silos ({args.queries} queries interleaved, k_per_silo={k}, "
@@ -563,17 +436,21 @@ async def fanout(
     )
     print(
         f"| path | 1 silo p50 ms | 1 silo p95 ms | {n} silos p50 ms | {n} silos p95 ms | ratio p50 | ratio p95 | "
-        f"mean per-silo call ms (1 / {n}) | gateway process CPU ms per question (1 / {n}) |"
+        f"mean per-silo call ms (1 / {n}) | gateway process CPU ms per question (1 / {n}) "
+        f"| gateway CPU ms per extra silo call | silo or stub process CPU ms per request (1 / {n}) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind in kinds:
         one, many = samples[(kind, 1)], samples[(kind, n)]
         p50_1, p95_1, p50_n, p95_n = pct_ms(one, 50), pct_ms(one, 95), pct_ms(many, 50), pct_ms(many, 95)
         call_1, call_n = statistics.mean(per_silo_ms[(kind, 1)]), statistics.mean(per_silo_ms[(kind, n)])
         cpu_1, cpu_n = statistics.mean(cpu[(kind, 1)]) * 1000, statistics.mean(cpu[(kind, n)]) * 1000
+        served_1 = server_cpu[(kind, 1)] * 1000 / len(one)
+        served_n = server_cpu[(kind, n)] * 1000 / (len(many) * n)
         print(
             f"| {label(kind)} | {p50_1:.1f} | {p95_1:.1f} | {p50_n:.1f} | {p95_n:.1f} | "
-            f"{p50_n / p50_1:.2f} | {p95_n / p95_1:.2f} | {call_1:.1f} / {call_n:.1f} | {cpu_1:.1f} / {cpu_n:.1f} |"
+            f"{p50_n / p50_1:.2f} | {p95_n / p95_1:.2f} | {call_1:.1f} / {call_n:.1f} | {cpu_1:.1f} / {cpu_n:.1f} "
+            f"| {(cpu_n - cpu_1) / (n - 1):.2f} | {served_1:.2f} / {served_n:.2f} |"
         )
     print()
 
@@ -894,7 +771,7 @@ def llm_benchmark(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="routing,fanout,deadline,llm", help="which parts to run (comma list)")
+    parser.add_argument("--parts", default="fanout,deadline,llm", help="which parts to run (comma list)")
     parser.add_argument("--silos", type=int, default=8, help="silos in the fan-out and deadline parts (vs 1)")
     parser.add_argument("--queries", type=int, default=200, help="fan-out queries (each measured 1 vs N silos)")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured queries before each measurement")
@@ -904,22 +781,14 @@ def main() -> None:
     parser.add_argument("--deadline-ms", type=float, default=300.0, help="per-question deadline in part 2")
     parser.add_argument("--slow-s", type=float, default=1.0, help="how late the slow silo answers in part 2")
     parser.add_argument("--deadline-queries", type=int, default=100, help="queries in part 2")
-    parser.add_argument(
-        "--corpora", default="mondo,hpo,uberon,cl,wiki,pydocs", help="one routing silo per corpus (comma list)"
-    )
-    parser.add_argument("--per-corpus", type=int, default=300, help="documents ingested per routing silo")
-    parser.add_argument("--questions-per-corpus", type=int, default=50, help="held-out documents asked per corpus")
-    parser.add_argument("--k", type=int, default=10, help="recall@k in the routing part")
     parser.add_argument("--llm-questions", type=int, default=10, help="questions in part 4")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens generated per answer in part 4")
-    parser.add_argument("--cache-dir", type=Path, default=Path(".bench/routing-fed"), help="routing federation cache")
-    parser.add_argument("--rebuild", action="store_true", help="rebuild the routing federation")
-    parser.add_argument("--seed", type=int, default=0)
+    add_federation_arguments(parser)
     args = parser.parse_args()
-    args.corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
+    args.corpora = corpora_list(args.corpora)
     args.stub_delay_ms = [float(d) for d in args.stub_delay_ms.split(",") if d.strip()]
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"routing", "fanout", "deadline", "llm"}
+    unknown = parts - {"fanout", "deadline", "llm"}
     if unknown:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
 
@@ -928,8 +797,6 @@ def main() -> None:
     encoder.encode(["warm up"])
     fed = corpus_federation(args, encoder)
     print(f"# Gateway benchmark ({time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.2f} at start)\n")
-    if "routing" in parts:
-        routing_benchmark(fed, encoder, args.k)
 
     template_corpus = "mondo" if "mondo" in args.corpora else args.corpora[0]
     # queries for parts 1-2: every routing question (all corpora) against copies of one corpus silo
@@ -937,18 +804,20 @@ def main() -> None:
     vectors = encoder.encode(questions)
     llm_questions = [f"What is {q}?" for c, q in fed.questions if c == template_corpus][: args.llm_questions]
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, contextlib.ExitStack() as stack:
-        stub_url = stack.enter_context(stub_process()) if parts & {"fanout", "deadline", "llm"} else ""
+        stub_url = stack.enter_context(stub_process()) if "llm" in parts else ""
         if parts & {"fanout", "deadline"}:
             copies = copy_federation(Path(tmp) / "fanout", fed.silo_dir(template_corpus), args.silos, encoder)
             print(
                 f"Parts 1-2: {args.silos} `fedrag silo serve` processes on loopback, each a copy of the "
-                f"{template_corpus} silo ({args.per_corpus} documents); stub silos in one other process; "
+                f"{template_corpus} silo ({args.per_corpus} documents); stub silos in one other process "
+                "(bare asyncio); "
                 f"query vectors = the {len(questions)} routing questions.\n"
             )
-            with contextlib.ExitStack() as silos:
+            with contextlib.ExitStack() as running:
+                stub_server = running.enter_context(search_stub_process())
                 log(f"starting {args.silos} silo processes")
-                urls = {n: silos.enter_context(running_silo(copies.silo_dir(n), free_port())) for n in copies.names}
-                asyncio.run(fanout_and_deadline(args, copies, urls, stub_url, encoder, questions, vectors, parts))
+                silos = {n: running.enter_context(silo_process(copies.silo_dir(n))) for n in copies.names}
+                asyncio.run(fanout_and_deadline(args, copies, silos, stub_server, encoder, questions, vectors, parts))
         if "llm" in parts:
             single = copy_federation(Path(tmp) / "llm", fed.silo_dir(template_corpus), 1, encoder)
             llm_benchmark(args, single, stub_url, encoder, llm_questions)

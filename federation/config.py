@@ -184,7 +184,20 @@ class RetrievalSettings(_Section):
     """How the gateway routes, searches and merges."""
 
     router: Literal["all", "centroid", "learned"] = Field("centroid", description="Routing strategy.")
-    router_threshold: float = Field(0.3, ge=-1, le=1, description="Centroid / learned router selection threshold.")
+    router_threshold: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Centroid router: least best-centroid similarity (None: 0.3). Learned router: select by "
+        "threshold, at least this score (None: the rule and setting saved with the model).",
+    )
+    router_coverage: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Learned router with a share model: select by coverage, the fewest silos whose predicted "
+        "shares reach this fraction (None: the rule and setting saved with the model).",
+    )
     router_top_m: int = Field(3, ge=1, description="Centroid router: most silos selected above the threshold.")
     router_model: Path | None = Field(None, description="Learned router model file (fedrag router train).")
     max_silos: int = Field(4, ge=1, le=256, description="Cost budget: most silos asked per question.")

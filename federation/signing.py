@@ -52,9 +52,11 @@ def content_digest(body: bytes) -> str:
     return "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
 
 
+_COMPONENTS = "(" + " ".join(f'"{c}"' for c in COVERED_COMPONENTS) + ")"
+
+
 def _signature_params(created: int, nonce: str, key_id: str) -> str:
-    components = " ".join(f'"{c}"' for c in COVERED_COMPONENTS)
-    return f'({components});created={created};nonce="{nonce}";keyid="{key_id}";alg="{ALGORITHM}"'
+    return f'{_COMPONENTS};created={created};nonce="{nonce}";keyid="{key_id}";alg="{ALGORITHM}"'
 
 
 def signature_base(method: str, path: str, query: str, digest: str, audience: str, params: str) -> bytes:
@@ -84,17 +86,26 @@ class RequestSigner:
 
     def __init__(self, identity: Identity, *, clock: Callable[[], float] = time.time) -> None:
         self._identity = identity
+        self._key_id = identity.key_id  # derived from the public key: computed once, not per request
         self._clock = clock
 
     @property
     def key_id(self) -> str:
         """The key id requests are signed with."""
-        return self._identity.key_id
+        return self._key_id
 
     def sign(self, method: str, path: str, query: str, body: bytes, audience: str) -> dict[str, str]:
         """Return the headers that sign this request for ``audience``."""
-        digest = content_digest(body)
-        params = _signature_params(int(self._clock()), secrets.token_urlsafe(24), self._identity.key_id)
+        return self.sign_digest(method, path, query, content_digest(body), audience)
+
+    def sign_digest(self, method: str, path: str, query: str, digest: str, audience: str) -> dict[str, str]:
+        """Like :meth:`sign`, for a body whose ``Content-Digest`` is already known.
+
+        The gateway sends one body to many silos: it hashes the body once and signs it once
+        per silo (each signature has its own audience, nonce and time). ``digest`` must be
+        :func:`content_digest` of the body sent; the silo recomputes it and refuses a mismatch.
+        """
+        params = _signature_params(int(self._clock()), secrets.token_urlsafe(24), self._key_id)
         base = signature_base(method, path, query, digest, audience, params)
         signature = base64.b64encode(self._identity.sign(base)).decode()
         return {

@@ -77,7 +77,11 @@ def create_app(
         )
     cfg = settings.retrieval
     router = make_router(
-        cfg.router, threshold=cfg.router_threshold, top_m=cfg.router_top_m, model_path=cfg.router_model
+        cfg.router,
+        threshold=cfg.router_threshold,
+        top_m=cfg.router_top_m,
+        model_path=cfg.router_model,
+        coverage=cfg.router_coverage,
     )
     merger = make_merger(cfg.merger)
     metrics = GatewayMetrics()

@@ -199,10 +199,29 @@ def router_train(
     key: Annotated[Path, typer.Option(help="A gateway's private.pem (the silos are searched as this gateway).")],
     out: Annotated[Path, typer.Option(help="Where to write the model (JSON, no pickle).")] = Path("router.json"),
     k: Annotated[int, typer.Option(help="A silo is relevant when it has a passage in the all-silo top-k.")] = 10,
-    threshold: Annotated[float, typer.Option(help="Probability above which the router asks a silo.")] = 0.5,
+    model: Annotated[
+        str, typer.Option(help="share: predict each silo's share of the all-silo top-k; relevance: P(contributes).")
+    ] = "share",
+    selection: Annotated[
+        str | None,
+        typer.Option(
+            help="coverage: fewest silos whose predicted shares reach the coverage (share model only); "
+            "threshold: every silo scoring at least the threshold. Default: coverage for the share model, "
+            "threshold for the relevance model, or the rule of --coverage / --threshold."
+        ),
+    ] = None,
+    recall: Annotated[
+        float, typer.Option(help="Target recall@k vs asking all silos; the setting is calibrated to reach it.")
+    ] = 0.95,
+    coverage: Annotated[
+        float | None, typer.Option(help="Use this coverage (0-1] instead of calibrating (coverage selection).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Use this threshold [0-1] instead of calibrating (threshold selection).")
+    ] = None,
     deadline: Annotated[float, typer.Option(help="Seconds per question for all silo searches.")] = 10.0,
 ) -> None:
-    """Label questions by asking every silo, train the learned router, save it, report its routing."""
+    """Label questions by asking every silo, train and calibrate the learned router, save it, report its routing."""
     import asyncio
 
     from rich.progress import Progress
@@ -212,9 +231,17 @@ def router_train(
     from federation.membership import load_membership
     from federation.signing import RequestSigner
     from gateway.fanout import SiloPool
-    from gateway.router_training import label_questions
-    from router import LearnedRouter, evaluate_routing
+    from gateway.router_training import label_questions, train_router
+    from router import evaluate_routing
 
+    if coverage is not None and threshold is not None:
+        raise ConfigError("give --coverage or --threshold, not both")
+    if selection is None:
+        selection = "coverage" if coverage is not None or (model == "share" and threshold is None) else "threshold"
+    if model not in ("share", "relevance") or selection not in ("coverage", "threshold"):
+        raise ConfigError("--model is share or relevance; --selection is coverage or threshold")
+    if selection == "coverage" and model != "share":
+        raise ConfigError("coverage selection needs --model share")
     texts = [line.strip() for line in questions.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(texts) < 10:
         raise ConfigError(f"{questions} holds {len(texts)} questions; at least 10 are needed to train")
@@ -236,12 +263,32 @@ def router_train(
     examples = asyncio.run(run())
     if not examples:
         raise FedragError("no question retrieved anything from any silo; nothing to learn from")
+    options: dict[str, Any] = {
+        "model": model,
+        "selection": selection,
+        "threshold": threshold,
+        "coverage": coverage,
+        "target_recall": recall,
+    }
     half = len(examples) // 2
-    held_out = evaluate_routing(LearnedRouter.train(examples[:half], threshold=threshold), examples[half:])
-    model = LearnedRouter.train(examples, threshold=threshold)
-    model.save(out)
+    try:
+        first, _ = train_router(examples[:half], **options)
+        router, found = train_router(examples, **options)
+    except ValueError as exc:
+        raise ConfigError(f"cannot train the router: {exc}") from exc
+    held_out = evaluate_routing(first, examples[half:])
+    router.save(out)
+    setting = f"threshold {router.threshold:g}" if router.selection == "threshold" else f"coverage {router.coverage:g}"
+    how = (
+        f"calibrated for recall@{k} {recall:g}: {found.recall:.3f} asking {found.fraction_asked:.0%} of silos "
+        f"out of fold"
+        if found is not None
+        else "as given"
+    )
     console.print(
-        f"trained on {len(examples)} labelled questions; on the held-out half: silo recall "
-        f"{held_out['silo_recall']:.3f} asking {held_out['fraction_asked']:.0%} of silos; saved {out}",
+        f"trained a {router.model} model with {router.selection} selection, {setting} ({how}) on "
+        f"{len(examples)} labelled questions; trained on the first half, on the second: recall@{k} "
+        f"{held_out['recall']:.3f}, silo recall {held_out['silo_recall']:.3f}, asking "
+        f"{held_out['fraction_asked']:.0%} of silos; saved {out}",
         highlight=False,
     )

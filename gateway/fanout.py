@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 
 from aggregation import InvalidReply, Passage, ReplyLimits, validate_reply
-from federation.client import SiloClient
+from federation.client import EncodedSearch, SiloClient
 from federation.config import RetrievalSettings
 from federation.errors import FedragError, Unavailable, UpstreamError, UpstreamTimeout
 from federation.membership import Membership
@@ -184,9 +184,11 @@ class SiloPool:
         self, silos: Sequence[str], vector: np.ndarray, k: int, *, request_id: str | None = None
     ) -> list[SiloOutcome]:
         """Ask ``silos`` concurrently; return one outcome per silo, all within the deadline."""
-        tasks = {name: asyncio.create_task(self._search_one(name, vector, k, request_id)) for name in silos}
-        if not tasks:
+        if not silos:
             return []
+        # One body for every silo (signed per silo): encoded, validated and hashed once per question.
+        search = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id)
+        tasks = {name: asyncio.create_task(self._search_one(name, search)) for name in silos}
         started = time.perf_counter()
         done, pending = await asyncio.wait(tasks.values(), timeout=self._settings.deadline_s)
         for task in pending:
@@ -203,14 +205,14 @@ class SiloPool:
                 outcomes.append(outcome)
         return outcomes
 
-    async def _search_one(self, name: str, vector: np.ndarray, k: int, request_id: str | None) -> SiloOutcome:
+    async def _search_one(self, name: str, search: EncodedSearch) -> SiloOutcome:
         state = self._silos[name]
         if not state.breaker.allow():
             return SiloOutcome(name, "circuit_open", state.breaker.reason())
         started = time.perf_counter()
         try:
-            exchange = await state.client.search_exchange(vector, k, self._fingerprint, request_id=request_id)
-            passages = validate_reply(name, exchange.response, k_requested=k, limits=self._limits)
+            exchange = await state.client.search_encoded(search)
+            passages = validate_reply(name, exchange.response, k_requested=search.k, limits=self._limits)
         except asyncio.CancelledError:
             raise
         except InvalidReply as exc:

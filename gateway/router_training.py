@@ -1,20 +1,27 @@
-"""Labelling questions for the learned router: which silos contribute when all silos are asked.
+"""Training the learned router from questions: label them by asking every silo, then fit.
 
 For each training question the gateway asks every silo (as the ``all`` router would),
-merges the replies by score, and labels a silo relevant when at least one of its passages
-is in the merged top-k. The examples feed :meth:`router.LearnedRouter.train`.
+merges the replies by score, and records which silos hold passages of the merged top-k
+and what fraction of it each holds (its share). :func:`train_router` fits the router on
+these examples and, unless a setting is given, calibrates its threshold or coverage by
+cross-validation to reach a target recall@k (see :func:`router.calibrate`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 
 from aggregation import ScoreMerger
 from federation.encoder import Encoder
 from gateway.fanout import SiloPool
-from router import SiloView, TrainingExample
+from router import Calibration, LearnedRouter, SiloView, TrainingExample, calibrate
+
+MIN_EXAMPLES = 4
+"""Fewest labelled questions :func:`train_router` accepts (two folds of two)."""
 
 
 async def label_questions(
@@ -41,9 +48,61 @@ async def label_questions(
     for vector in vectors:
         outcomes = await pool.search(names, vector, k)
         merged = merger.merge({o.silo: o.passages for o in outcomes if o.status == "ok"}, k)
-        relevant = frozenset(p.silo for p in merged)
-        if relevant:
-            examples.append(TrainingExample(query=vector, silos=views, relevant=relevant))
+        counts = Counter(p.silo for p in merged)
+        if counts:
+            shares = {silo: n / len(merged) for silo, n in counts.items()}
+            examples.append(TrainingExample(query=vector, silos=views, relevant=frozenset(counts), shares=shares))
         if on_question is not None:
             on_question()
     return examples
+
+
+def train_router(
+    examples: Sequence[TrainingExample],
+    *,
+    model: Literal["relevance", "share"] = "share",
+    selection: Literal["threshold", "coverage"] = "coverage",
+    threshold: float | None = None,
+    coverage: float | None = None,
+    target_recall: float = 0.95,
+    folds: int = 5,
+) -> tuple[LearnedRouter, Calibration | None]:
+    """Fit the learned router; calibrate its setting unless one is given.
+
+    Args:
+        examples: labelled questions (from :func:`label_questions`).
+        model: ``"share"`` or ``"relevance"``.
+        selection: ``"coverage"`` (share model only) or ``"threshold"``.
+        threshold: use this threshold (threshold selection) instead of calibrating.
+        coverage: use this coverage (coverage selection) instead of calibrating.
+        target_recall: the recall@k the calibration aims at.
+        folds: cross-validation folds (fewer when there are fewer examples).
+
+    Returns:
+        The router, and the calibration that chose its setting (None when given).
+
+    Raises:
+        ValueError: with fewer than :data:`MIN_EXAMPLES` examples, a setting that does not
+            match ``selection``, or when the model cannot be fitted.
+    """
+    if len(examples) < MIN_EXAMPLES:
+        raise ValueError(f"{len(examples)} labelled questions; at least {MIN_EXAMPLES} are needed to train")
+    if (threshold is not None and selection != "threshold") or (coverage is not None and selection != "coverage"):
+        raise ValueError(f"a {'threshold' if threshold is not None else 'coverage'} needs that selection rule")
+    router = LearnedRouter.train(examples, model=model, selection=selection)
+    if threshold is not None or coverage is not None:
+        return router.with_selection(selection, threshold=threshold, coverage=coverage), None
+    found = calibrate(
+        examples,
+        target_recall=target_recall,
+        model=model,
+        selection=selection,
+        folds=max(2, min(folds, len(examples) // 2)),
+    )
+    calibrated = router.with_selection(
+        selection,
+        threshold=found.value if selection == "threshold" else None,
+        coverage=found.value if selection == "coverage" else None,
+        calibration=found.record(),
+    )
+    return calibrated, found

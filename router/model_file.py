@@ -4,10 +4,14 @@ A model file is untrusted input when loaded: every field is checked for type, si
 finiteness, and anything unexpected is a :class:`federation.errors.ConfigError` that says
 what is wrong. Example (abridged)::
 
-    {"format": "fedrag-learned-router", "version": 1, "feature_set": "card-sims-v1",
-     "feature_names": ["max_centroid_sim", ...], "intercept": -2.1, "weights": [...],
-     "feature_mean": [...], "feature_std": [...], "silo_names": ["a", "b"],
-     "silo_bias": [0.3, -0.2], "threshold": 0.5, "training": {"rows": 1800}}
+    {"format": "fedrag-learned-router", "version": 2, "feature_set": "card-sims-v1",
+     "feature_names": ["max_centroid_sim", ...], "model": "share", "intercept": 0.0,
+     "weights": [...], "feature_mean": [...], "feature_std": [...], "silo_names": ["a", "b"],
+     "silo_bias": [0.3, -0.2], "selection": "coverage", "threshold": 0.1, "coverage": 0.91,
+     "training": {"rows": 1800}, "calibration": {"target_recall": 0.95, "recall": 0.953}}
+
+Version 1 files (before ``model``, ``selection``, ``coverage`` and ``calibration``) hold a
+relevance model with threshold selection and are still read as such.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from federation.errors import ConfigError
 from router.features import FEATURE_NAMES, FEATURE_SET
@@ -27,7 +31,13 @@ from router.features import FEATURE_NAMES, FEATURE_SET
 logger = logging.getLogger(__name__)
 
 FORMAT = "fedrag-learned-router"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+ModelKind = Literal["relevance", "share"]
+Selection = Literal["threshold", "coverage"]
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
+SELECTIONS: tuple[str, ...] = get_args(Selection)
+MAX_CALIBRATION_FIELDS = 32
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_SILOS = 100_000
 
@@ -44,6 +54,10 @@ class ModelParams:
     silo_bias: tuple[float, ...]
     threshold: float
     training: dict[str, int]
+    model: ModelKind = "relevance"
+    selection: Selection = "threshold"
+    coverage: float = 0.95
+    calibration: dict[str, float] = field(default_factory=dict)
 
 
 def save_model(path: Path, params: ModelParams) -> None:
@@ -61,14 +75,18 @@ def save_model(path: Path, params: ModelParams) -> None:
         "version": VERSION,
         "feature_set": FEATURE_SET,
         "feature_names": list(FEATURE_NAMES),
+        "model": params.model,
         "intercept": params.intercept,
         "weights": list(params.weights),
         "feature_mean": list(params.feature_mean),
         "feature_std": list(params.feature_std),
         "silo_names": list(params.silo_names),
         "silo_bias": list(params.silo_bias),
+        "selection": params.selection,
         "threshold": params.threshold,
+        "coverage": params.coverage,
         "training": dict(params.training),
+        "calibration": dict(params.calibration),
     }
     raw = (json.dumps(payload, indent=1, allow_nan=False) + "\n").encode()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -127,8 +145,13 @@ def _parse(data: object) -> ModelParams:
         raise ValueError("expected a JSON object")
     if data.get("format") != FORMAT:
         raise ValueError(f"not a learned router model (format {data.get('format')!r}, expected {FORMAT!r})")
-    if data.get("version") != VERSION:
-        raise ValueError(f"unsupported model version {data.get('version')!r} (this build reads {VERSION})")
+    version = data.get("version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
+        raise ValueError(
+            f"unsupported model version {version!r} (this build reads versions {readable}); "
+            "retrain it with `fedrag router train`"
+        )
     if data.get("feature_set") != FEATURE_SET or data.get("feature_names") != list(FEATURE_NAMES):
         found = data.get("feature_set")
         raise ValueError(f"model was trained on features {found!r}, this build computes {FEATURE_SET!r}; retrain it")
@@ -149,6 +172,18 @@ def _parse(data: object) -> ModelParams:
         isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in training.items()
     ):
         raise ValueError("training must be an object of integer counts")
+    model: ModelKind = "relevance"
+    selection: Selection = "threshold"
+    coverage, calibration = 0.95, {}
+    if version != 1:  # version 1 predates the share model: a relevance model with threshold selection
+        model = _model_kind(data.get("model"))
+        selection = _selection(data.get("selection"))
+        coverage = _float(data.get("coverage"), "coverage")
+        if not 0.0 < coverage <= 1.0:
+            raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+        if selection == "coverage" and model != "share":
+            raise ValueError("coverage selection needs a share model")
+        calibration = _calibration(data.get("calibration", {}))
     return ModelParams(
         intercept=_float(data.get("intercept"), "intercept"),
         weights=_floats(data, "weights", n),
@@ -158,7 +193,33 @@ def _parse(data: object) -> ModelParams:
         silo_bias=_floats(data, "silo_bias", len(names)),
         threshold=threshold,
         training=training,
+        model=model,
+        selection=selection,
+        coverage=coverage,
+        calibration=calibration,
     )
+
+
+def _model_kind(value: object) -> ModelKind:
+    if value == "relevance":
+        return "relevance"
+    if value == "share":
+        return "share"
+    raise ValueError(f"model must be one of {', '.join(MODEL_KINDS)}, got {value!r}")
+
+
+def _selection(value: object) -> Selection:
+    if value == "threshold":
+        return "threshold"
+    if value == "coverage":
+        return "coverage"
+    raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {value!r}")
+
+
+def _calibration(value: object) -> dict[str, float]:
+    if not isinstance(value, dict) or len(value) > MAX_CALIBRATION_FIELDS:
+        raise ValueError("calibration must be an object of numbers")
+    return {str(k): _float(v, f"calibration.{k}") for k, v in value.items()}
 
 
 def _float(value: object, field: str) -> float:

@@ -156,7 +156,7 @@ class EpsilonAccountant:
             for at, eps in charges:
                 remaining -= eps
                 if remaining + epsilon <= self._budget + _TOLERANCE:
-                    retry_after = max(0.0, at + self._window_s - now)
+                    retry_after = min(self._window_s, max(0.0, at + self._window_s - now))  # float rounding
                     break
         logger.info(
             "privacy budget refused",

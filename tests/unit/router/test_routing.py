@@ -1,4 +1,8 @@
-"""Routers on a seeded synthetic federation: contract, quality figures, model files."""
+"""Routers on a seeded synthetic federation: contract, quality figures, model files.
+
+The learned router is tested in three forms: the default (share model, coverage
+selection), the share model with threshold selection, and the relevance model.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,13 @@ import math
 import pickle
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from federation.errors import ConfigError
-from federation.membership import EmbeddingSpec
-from federation.protocol import Matrix, PolicySummary, SiloCard
 from router import (
     ROUTER_NAMES,
     AllRouter,
@@ -28,73 +30,11 @@ from router import (
     evaluate_routing,
     make_router,
 )
+from tests.unit.router.synthetic import DIM, QUERY_SPREAD, Federation, build_federation, make_card, unit
 
 pytestmark = pytest.mark.unit
 
-DIM = 32
-K = 10
-QUERY_SPREAD = 1.0
-# Per silo: spread of its vectors around its two topic centres, and vectors per topic.
-SILO_SPREADS = (0.7, 0.9, 1.1, 1.3, 0.8, 1.2)
-SILO_SIZES = (20, 40, 80, 160, 250, 60)
 ROUTER_DIR = Path(__file__).resolve().parents[3] / "router"
-
-
-def unit(array: np.ndarray) -> np.ndarray:
-    return array / np.linalg.norm(array, axis=-1, keepdims=True)
-
-
-def make_card(name: str, centroids: np.ndarray, chunk_count: int) -> SiloCard:
-    return SiloCard(
-        name=name,
-        description=f"{name} documents",
-        chunk_count=chunk_count,
-        embedding=EmbeddingSpec(model="m", dimension=DIM, fingerprint="sha256:0123456789"),
-        centroids=Matrix.from_numpy(centroids.reshape(-1, DIM)),
-        policy=PolicySummary(max_k=10, min_score=0.0, release_text=True, dp_enabled=False),
-    )
-
-
-@dataclass(frozen=True)
-class Federation:
-    """Six silos, each holding vectors around its own two topic centres."""
-
-    centres: np.ndarray  # (12, DIM): topic t belongs to silo t // 2
-    vectors: np.ndarray  # every silo's vectors, stacked
-    owner: np.ndarray  # index of the silo holding each vector
-    views: tuple[SiloView, ...]
-
-    def query(self, rng: np.random.Generator, topic: int | None = None) -> np.ndarray:
-        topic = int(rng.integers(len(self.centres))) if topic is None else topic
-        return unit(self.centres[topic] + QUERY_SPREAD * rng.normal(size=DIM) / math.sqrt(DIM))
-
-    def examples(self, n: int, seed: int) -> list[TrainingExample]:
-        """Topical queries, labelled with the silos holding the exact top-k over all silos."""
-        rng = np.random.default_rng(seed)
-        out = []
-        for _ in range(n):
-            q = self.query(rng)
-            top = np.argsort(-(self.vectors @ q))[:K]
-            relevant = frozenset(self.views[self.owner[i]].name for i in top)
-            out.append(TrainingExample(query=q, silos=self.views, relevant=relevant))
-        return out
-
-
-def build_federation(seed: int = 0) -> Federation:
-    rng = np.random.default_rng(seed)
-    centres = unit(rng.normal(size=(2 * len(SILO_SIZES), DIM)))
-    vectors, owner, views = [], [], []
-    for s, (spread, size) in enumerate(zip(SILO_SPREADS, SILO_SIZES, strict=True)):
-        means = []
-        for topic in (2 * s, 2 * s + 1):
-            points = unit(centres[topic] + spread * rng.normal(size=(size, DIM)) / math.sqrt(DIM))
-            vectors.append(points)
-            owner += [s] * size
-            means.append(points.mean(axis=0))
-        description = unit(centres[2 * s] + centres[2 * s + 1] + 0.5 * rng.normal(size=DIM) / math.sqrt(DIM))
-        card = make_card(f"silo{s}", np.array(means), 2 * size)
-        views.append(SiloView(name=f"silo{s}", card=card, description_vector=description))
-    return Federation(centres, np.vstack(vectors), np.array(owner), tuple(views))
 
 
 @pytest.fixture(scope="module")
@@ -118,16 +58,23 @@ def learned(train_examples: list[TrainingExample]) -> LearnedRouter:
 
 
 @pytest.fixture(scope="module")
+def relevance(train_examples: list[TrainingExample]) -> LearnedRouter:
+    return LearnedRouter.train(train_examples, model="relevance")
+
+
+@pytest.fixture(scope="module")
 def model_file(learned: LearnedRouter, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("router") / "router.json"
     learned.save(path)
     return path
 
 
-STRATEGIES: dict[str, Callable[[LearnedRouter], Router]] = {
-    "all": lambda _: AllRouter(),
-    "centroid": lambda _: CentroidRouter(),
-    "learned": lambda trained: trained,
+STRATEGIES: dict[str, Callable[[LearnedRouter, LearnedRouter], Router]] = {
+    "all": lambda share, relevance: AllRouter(),
+    "centroid": lambda share, relevance: CentroidRouter(),
+    "learned": lambda share, relevance: share,
+    "learned-share-threshold": lambda share, relevance: share.with_threshold(0.1),
+    "learned-relevance": lambda share, relevance: relevance,
 }
 
 
@@ -179,16 +126,18 @@ def check_contract(plan: RoutingPlan, silos: Sequence[SiloView], max_silos: int 
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_router_contract(strategy: str, federation: Federation, learned: LearnedRouter) -> None:
-    router = STRATEGIES[strategy](learned)
-    assert isinstance(router, Router) and router.name == strategy
+def test_router_contract(
+    strategy: str, federation: Federation, learned: LearnedRouter, relevance: LearnedRouter
+) -> None:
+    router = STRATEGIES[strategy](learned, relevance)
+    assert isinstance(router, Router) and router.name == strategy.split("-")[0]
     rng = np.random.default_rng(7)
     for _ in range(60):
         silos = _scenario(federation, rng)
         max_silos = [None, 1, 2, 3, 6][int(rng.integers(5))]
         query = federation.query(rng) if rng.random() < 0.7 else unit(rng.normal(size=DIM))
         plan = router.route(query, silos, max_silos=max_silos)
-        assert plan.strategy == strategy
+        assert plan.strategy == router.name
         check_contract(plan, silos, max_silos)
         assert same(plan, router.route(query, silos, max_silos=max_silos)), "routing is deterministic"
     down = [replace(v, healthy=False, health_reason="circuit open") for v in federation.views]
@@ -198,8 +147,10 @@ def test_router_contract(strategy: str, federation: Federation, learned: Learned
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_router_rejects_bad_input(strategy: str, federation: Federation, learned: LearnedRouter) -> None:
-    router = STRATEGIES[strategy](learned)
+def test_router_rejects_bad_input(
+    strategy: str, federation: Federation, learned: LearnedRouter, relevance: LearnedRouter
+) -> None:
+    router = STRATEGIES[strategy](learned, relevance)
     q = federation.query(np.random.default_rng(0))
     for bad in (np.full(DIM, np.nan), np.zeros(DIM), np.ones((2, DIM))):
         with pytest.raises(ValueError, match="query"):
@@ -263,14 +214,25 @@ def test_centroid_validates_parameters(threshold: float, top_m: int) -> None:
         CentroidRouter(threshold=threshold, top_m=top_m)
 
 
+@pytest.mark.parametrize("model", ["share", "relevance"])
 def test_learned_matches_or_beats_centroid(
-    learned: LearnedRouter, test_examples: list[TrainingExample], train_examples: list[TrainingExample]
+    model: str,
+    learned: LearnedRouter,
+    relevance: LearnedRouter,
+    test_examples: list[TrainingExample],
+    train_examples: list[TrainingExample],
 ) -> None:
+    learned = learned if model == "share" else relevance
     own = evaluate_routing(learned, test_examples)
-    assert own["silo_recall"] >= 0.95 and own["fraction_asked"] <= 0.5, own
+    assert own["silo_recall"] >= 0.95 and own["recall"] >= 0.95 and own["fraction_asked"] <= 0.5, own
     centroid = evaluate_routing(CentroidRouter(), test_examples)
-    # On the recall / cost curve: some threshold asks no more silos at no lower recall.
-    curve = [evaluate_routing(learned.with_threshold(t), test_examples) for t in (0.1, 0.2, 0.3, 0.5)]
+    # On the recall / cost curve: some setting asks no more silos at no lower recall.
+    if model == "share":
+        settings = [learned.with_coverage(c) for c in (0.9, 0.95, 0.99)]
+        settings += [learned.with_threshold(t) for t in (0.02, 0.05, 0.1)]
+    else:
+        settings = [learned.with_threshold(t) for t in (0.1, 0.2, 0.3, 0.5)]
+    curve = [evaluate_routing(router, test_examples) for router in settings]
     assert any(
         c["fraction_asked"] <= centroid["fraction_asked"] and c["silo_recall"] >= centroid["silo_recall"] for c in curve
     ), (centroid, curve)
@@ -282,19 +244,37 @@ def test_learned_matches_or_beats_centroid(
     assert evaluate_routing(learned, train_examples)["silo_recall"] >= 0.95
 
 
+@pytest.mark.parametrize("form", ["learned", "learned-share-threshold", "learned-relevance"])
 def test_learned_save_load_round_trip(
-    learned: LearnedRouter, model_file: Path, test_examples: list[TrainingExample]
+    form: str,
+    learned: LearnedRouter,
+    relevance: LearnedRouter,
+    test_examples: list[TrainingExample],
+    tmp_path: Path,
 ) -> None:
+    router = STRATEGIES[form](learned, relevance)
+    assert isinstance(router, LearnedRouter)
+    router = router.with_selection(router.selection, calibration={"target_recall": 0.95, "cv_recall": 0.951})
+    model_file = tmp_path / "router.json"
+    router.save(model_file)
     data = json.loads(model_file.read_text())
-    assert data["format"] == "fedrag-learned-router" and data["version"] == 1
+    assert data["format"] == "fedrag-learned-router" and data["version"] == 2
+    assert (data["model"], data["selection"]) == (router.model, router.selection)
     assert data["silo_names"] == [f"silo{i}" for i in range(6)]
     assert data["training"]["examples"] == 300
     loaded = LearnedRouter.load(model_file)
+    assert (loaded.model, loaded.selection, loaded.threshold, loaded.coverage, loaded.calibration) == (
+        router.model,
+        router.selection,
+        router.threshold,
+        router.coverage,
+        {"target_recall": 0.95, "cv_recall": 0.951},
+    )
     for example in test_examples[:50]:
         for budget in (None, 1):
             assert same(
                 loaded.route(example.query, example.silos, max_silos=budget),
-                learned.route(example.query, example.silos, max_silos=budget),
+                router.route(example.query, example.silos, max_silos=budget),
             )
     assert [p.name for p in model_file.parent.iterdir()] == ["router.json"], "no temporary file left behind"
 
@@ -323,6 +303,15 @@ GARBAGE: dict[str, Callable[[dict[str, object]], bytes]] = {
     "threshold": _edit("threshold", 1.5),
     "bias mismatch": _edit("silo_bias", [0.0]),
     "duplicate silos": _edit("silo_names", ["a", "a", "b", "c", "d", "e"]),
+    "unknown model": _edit("model", "forest"),
+    "missing model": lambda data: json.dumps({k: v for k, v in data.items() if k != "model"}).encode(),
+    "unknown selection": _edit("selection", "top-3"),
+    "zero coverage": _edit("coverage", 0.0),
+    "coverage above one": _edit("coverage", 1.5),
+    "string coverage": _edit("coverage", "0.9"),
+    "coverage of a relevance model": _edit("model", "relevance"),
+    "calibration not numbers": _edit("calibration", {"cv_recall": "high"}),
+    "boolean version": _edit("version", True),
 }
 
 
@@ -363,27 +352,37 @@ def test_unseen_silo_is_routable(federation: Federation, model_file: Path) -> No
 def test_learned_train_validates(federation: Federation, train_examples: list[TrainingExample]) -> None:
     with pytest.raises(ValueError, match="both relevant and irrelevant"):
         LearnedRouter.train([])
-    everything = [replace(e, relevant=frozenset(v.name for v in e.silos)) for e in train_examples[:20]]
+    everything = [replace(e, relevant=frozenset(v.name for v in e.silos), shares=None) for e in train_examples[:20]]
     with pytest.raises(ValueError, match="both relevant and irrelevant"):
         LearnedRouter.train(everything)
+    with pytest.raises(ValueError, match="both relevant and irrelevant"):
+        LearnedRouter.train(everything, model="relevance")
     with pytest.raises(ValueError, match="l2"):
         LearnedRouter.train(train_examples, l2=0.0)
     with pytest.raises(ValueError, match="threshold"):
         LearnedRouter.train(train_examples, threshold=1.5)
-    again = LearnedRouter.train(train_examples)
-    twice = LearnedRouter.train(train_examples)
-    assert again.intercept == twice.intercept and np.array_equal(again.weights, twice.weights), "deterministic"
+    with pytest.raises(ValueError, match="coverage"):
+        LearnedRouter.train(train_examples, coverage=0.0)
+    with pytest.raises(ValueError, match="coverage selection needs a share model"):
+        LearnedRouter.train(train_examples, model="relevance", selection="coverage")
+    with pytest.raises(ValueError, match="model"):
+        LearnedRouter.train(train_examples, model="forest")  # type: ignore[arg-type]
+    for model in ("share", "relevance"):
+        again = LearnedRouter.train(train_examples, model=model)
+        twice = LearnedRouter.train(train_examples, model=model)
+        assert again.intercept == twice.intercept and np.array_equal(again.weights, twice.weights), "deterministic"
 
 
 def test_evaluate_routing_figures(federation: Federation) -> None:
     query = unit(federation.centres[0])
     examples = [
-        TrainingExample(query, federation.views, frozenset({"silo4", "silo0"})),  # budget 2 keeps silo4, silo3
-        TrainingExample(query, federation.views, frozenset({"silo3"})),
-        TrainingExample(query, federation.views, frozenset()),  # no relevant silo: not in the recall mean
+        # budget 2 keeps silo4 and silo3: half the relevant silos, 0.8 of the top-k
+        TrainingExample(query, federation.views, frozenset({"silo4", "silo0"}), {"silo4": 0.8, "silo0": 0.2}),
+        TrainingExample(query, federation.views, frozenset({"silo3"})),  # no shares: relevant silos count equally
+        TrainingExample(query, federation.views, frozenset()),  # no relevant silo: not in the recall means
     ]
     figures = evaluate_routing(AllRouter(), examples, max_silos=2)
-    assert figures == pytest.approx({"silo_recall": 0.75, "fraction_asked": 2 / 6})
+    assert figures == pytest.approx({"silo_recall": 0.75, "recall": 0.9, "fraction_asked": 2 / 6})
     with pytest.raises(ValueError):
         evaluate_routing(AllRouter(), [])
 
@@ -393,7 +392,16 @@ def test_make_router(model_file: Path) -> None:
     centroid = make_router("Centroid", threshold=0.4, top_m=2)
     assert isinstance(centroid, CentroidRouter) and (centroid.threshold, centroid.top_m) == (0.4, 2)
     learned = make_router("learned", model_path=model_file, threshold=0.2)
-    assert isinstance(learned, LearnedRouter) and learned.threshold == 0.2
+    assert isinstance(learned, LearnedRouter) and (learned.selection, learned.threshold) == ("threshold", 0.2)
+    saved = make_router("learned", model_path=model_file)
+    assert isinstance(saved, LearnedRouter) and (saved.selection, saved.coverage) == ("coverage", 0.95)
+    covering = make_router("learned", model_path=model_file, coverage=0.8, top_m=2)
+    assert isinstance(covering, LearnedRouter) and (covering.selection, covering.coverage) == ("coverage", 0.8)
+    assert isinstance(make_router("centroid", coverage=0.8), CentroidRouter), "options of other strategies ignored"
+    with pytest.raises(ConfigError, match="threshold or a coverage, not both"):
+        make_router("learned", model_path=model_file, threshold=0.2, coverage=0.8)
+    with pytest.raises(ConfigError, match="coverage"):
+        make_router("learned", model_path=model_file, coverage=0.0)
     assert ROUTER_NAMES == ("all", "centroid", "learned")
     with pytest.raises(ConfigError, match="unknown router 'nope'; choose one of: all, centroid, learned"):
         make_router("nope")
