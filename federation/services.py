@@ -9,7 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -71,6 +71,7 @@ def fedrag_service(
     verify: bool | ssl.SSLContext = True,
     log: Path | None = None,
     what: str = "service",
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``fedrag ARGS`` as a child process; yield it once ``ready_url`` answers; stop it after.
 
@@ -81,12 +82,13 @@ def fedrag_service(
         verify: TLS verification for the probe.
         log: file for the child's output (default: inherit the terminal).
         what: name used in error messages.
+        env: extra environment variables for the child (e.g. ``FEDRAG_SILO_*`` overrides).
     """
     sink: IO[bytes] | None = open(log, "ab") if log is not None else None  # noqa: SIM115
     try:
         proc = subprocess.Popen(  # noqa: S603
             [*FEDRAG, *args],
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
             stdout=sink,
             stderr=subprocess.STDOUT if sink else None,
         )

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from aggregation import Merger, SourceRef, approx_token_count, assign_sources, deduplicate, pack_context
+from aggregation import Merger, Passage, SourceRef, approx_token_count, assign_sources, deduplicate, pack_context
 from federation.config import GatewaySettings
 from federation.encoder import Encoder
 from federation.errors import UpstreamError
@@ -37,13 +37,18 @@ _T = TypeVar("_T")
 
 @dataclass
 class Retrieval:
-    """Steps 1-4 of one question: the numbered sources and the trace so far."""
+    """Steps 1-4 of one question: the numbered sources and the trace so far.
+
+    ``ranked`` is the merged, deduplicated top-k before it is packed into the model's
+    context (what retrieval quality is measured on); ``sources`` is what the prompt gets.
+    """
 
     request_id: str
     sources: list[SourceRef]
     plan: RoutingPlan | None
     outcomes: list[SiloOutcome]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    ranked: list[Passage] = field(default_factory=list)
     merged: int = 0
     duplicates: int = 0
 
@@ -127,6 +132,7 @@ class Pipeline:
         merged = self.merger.merge(per_silo, cfg.k * 2)
         kept, retrieval.duplicates = deduplicate(merged, threshold=cfg.dedup_threshold)
         kept = kept[: cfg.k]
+        retrieval.ranked = kept
         retrieval.merged = len(merged)
         budget = self._context_budget(question)
         packed, _ = pack_context(kept, budget_tokens=budget, count_tokens=approx_token_count)

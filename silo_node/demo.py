@@ -13,7 +13,7 @@ import contextlib
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -110,6 +110,7 @@ def running_silo(
     timeout_s: float = 60.0,
     scheme: str = "http",
     verify: bool | ssl.SSLContext = True,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """Start ``fedrag silo serve`` as a child process; yield its URL once ready; stop it after.
 
@@ -120,10 +121,11 @@ def running_silo(
         timeout_s: how long to wait for ``/readyz``.
         scheme: ``https`` when ``serve_args`` turn TLS on.
         verify: TLS verification for the readiness probe.
+        env: extra environment variables (``FEDRAG_SILO_*`` settings overrides).
     """
     url = f"{scheme}://127.0.0.1:{port}"
     args = ["silo", "serve", str(silo_dir), "--port", str(port), "--log-level", "warning", *serve_args]
-    with fedrag_service(args, f"{url}/readyz", timeout_s=timeout_s, verify=verify, what="silo"):
+    with fedrag_service(args, f"{url}/readyz", timeout_s=timeout_s, verify=verify, what="silo", env=env):
         yield url
 
 

@@ -188,6 +188,9 @@ def _quoted(value: str, lineno: int, tag: str) -> str:
     """Return the unescaped quoted string at the start of ``value`` (what follows is dropped)."""
     if not value.startswith('"'):
         raise _MalformedError(f"line {lineno}: '{tag}' must start with a quoted string")
+    end = value.find('"', 1)
+    if end != -1 and "\\" not in value[1:end]:  # the common case: nothing escaped
+        return value[1:end]
     out: list[str] = []
     i = 1
     while i < len(value):

@@ -1,0 +1,147 @@
+"""``fedrag eval run`` and ``fedrag eval report``: the evaluation harness from the command line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from eval.runner import Progress as RunProgress
+
+console = Console(stderr=True)
+app = typer.Typer(
+    help="Evaluate the federation on medical and code QA: every configuration side by side.", no_args_is_help=True
+)
+
+
+class _Bars(RunProgress):
+    """Draws one bar per step of the run."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task: TaskID | None = None
+
+    def start(self, description: str, total: int) -> None:
+        if self._task is not None:  # a step that skipped units (reused work) shows as complete
+            self._progress.update(self._task, completed=self._progress.tasks[self._task].total)
+        self._task = self._progress.add_task(description, total=total)
+
+    def advance(self, units: int = 1) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, units)
+
+    def note(self, message: str) -> None:
+        self._progress.console.print(message, highlight=False)
+
+
+@app.command("run")
+def run(
+    suite: Annotated[str, typer.Option(help="Suite(s): medical, code, or all.")] = "all",
+    configs: Annotated[
+        str, typer.Option(help="Configurations (comma list, globs allowed, or 'all'); see 'fedrag eval configs'.")
+    ] = "all",
+    llm_configs: Annotated[
+        str, typer.Option(help="Configurations that also answer multiple-choice and code questions with the LLM.")
+    ] = "no-rag,central,fed-all,fed-routed-learned",
+    limit: Annotated[int, typer.Option(help="Retrieval questions per suite.")] = 100,
+    mc_limit: Annotated[int, typer.Option(help="Multiple-choice questions per suite (answered by the LLM).")] = 20,
+    code_limit: Annotated[int, typer.Option(help="HumanEval problems (code suite; answered by the LLM).")] = 5,
+    docs_per_corpus: Annotated[
+        int, typer.Option(help="Documents ingested per corpus (gold documents included).")
+    ] = 400,
+    silos: Annotated[int, typer.Option(help="Silos of the topical and IID partitions.")] = 6,
+    llm_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible LLM server (vllm serve); default: start the embedded one.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model name to request from the LLM server.")] = "smollm2-135m-instruct",
+    context_tokens: Annotated[int, typer.Option(help="The model's context window in tokens.")] = 2048,
+    mc_max_tokens: Annotated[int, typer.Option(help="Most tokens generated per multiple-choice answer.")] = 96,
+    code_max_tokens: Annotated[int, typer.Option(help="Most tokens generated per HumanEval answer.")] = 320,
+    serve: Annotated[str, typer.Option(help="Silos in process (inprocess, fast) or as processes (process).")] = (
+        "inprocess"
+    ),
+    out: Annotated[Path, typer.Option(help="Output directory (a crashed run resumes from it).")] = Path("eval-out"),
+    restart: Annotated[bool, typer.Option(help="Discard what OUT holds and start again.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of every sample and partition.")] = 0,
+) -> None:
+    """Run (or resume) an evaluation; writes OUT/report.md, OUT/results.json, OUT/questions.jsonl and plots."""
+    from eval.configs import select_configs
+    from eval.evaluation import run_evaluation
+    from eval.runner import RunOptions
+    from federation.errors import ConfigError
+
+    if serve not in ("inprocess", "process"):
+        raise ConfigError(f"--serve must be inprocess or process, not '{serve}'")
+    try:
+        selected = select_configs(configs)
+        answering = {c.name for c in select_configs(llm_configs)} if llm_configs.strip() else set()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    for name, value in (("--limit", limit), ("--mc-limit", mc_limit), ("--code-limit", code_limit)):
+        if value < 0:
+            raise ConfigError(f"{name} must be 0 or more, not {value}")
+    if min(docs_per_corpus, silos, mc_max_tokens, code_max_tokens) < 1:
+        raise ConfigError("--docs-per-corpus, --silos, --mc-max-tokens and --code-max-tokens must be at least 1")
+    if restart and out.exists():
+        shutil.rmtree(out)
+    options = RunOptions(
+        out=out,
+        configs=tuple(selected),
+        llm_configs=frozenset(answering),
+        llm_url=llm_url,
+        llm_model=model,
+        retrieval_limit=limit,
+        mc_limit=mc_limit,
+        code_limit=code_limit,
+        docs_per_corpus=docs_per_corpus,
+        silos=silos,
+        context_tokens=context_tokens,
+        mc_max_tokens=mc_max_tokens,
+        code_max_tokens=code_max_tokens,
+        serve_mode=serve,  # type: ignore[arg-type]
+        seed=seed,
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        run_evaluation(options, suites=suite, progress=_Bars(progress))
+    console.print(f"report: {out / 'report.md'}", highlight=False)
+    typer.echo((out / "report.md").read_text(encoding="utf-8"))
+
+
+@app.command("report")
+def report(out: Annotated[Path, typer.Argument(help="A run's output directory.")] = Path("eval-out")) -> None:
+    """Rewrite OUT/report.md, results.json and the plots from OUT/questions.jsonl."""
+    from eval.evaluation import report as write
+    from federation.errors import ConfigError
+
+    if not (out / "run.json").is_file():
+        raise ConfigError(f"{out} holds no evaluation run (no run.json)")
+    write(out)
+    typer.echo((out / "report.md").read_text(encoding="utf-8"))
+
+
+@app.command("configs")
+def configs() -> None:
+    """List the configurations a run can compare."""
+    from eval.configs import standard_configs
+
+    for config in standard_configs():
+        typer.echo(f"{config.name:28} {config.describe()}")

@@ -1,0 +1,123 @@
+"""`fedrag eval run` as a user runs it: both suites, every kind of configuration, a report; resumed after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BASE = [
+    "--suite",
+    "all",
+    "--limit",
+    "8",
+    "--mc-limit",
+    "2",
+    "--code-limit",
+    "1",
+    "--docs-per-corpus",
+    "20",
+    "--silos",
+    "3",
+    "--configs",
+    "no-rag,central,fed-all,fed-routed-centroid,fed-routed-learned,fed-dp-eps1,fed-merge-rrf,fed-all@topical",
+    "--llm-configs",
+    "no-rag,fed-all",
+    "--mc-max-tokens",
+    "32",
+    "--code-max-tokens",
+    "64",
+    "--context-tokens",
+    "1024",
+]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+
+
+def fedrag_eval(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "federation", "eval", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.timeout(1500)
+def test_eval_run_reports_every_configuration_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    # A run killed while it asks questions (after the federations are built) ...
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "federation", "eval", "run", *BASE, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    log = out / "questions.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 12:
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = rows(out)
+    assert len(before) >= 12, "the first run should have logged rows before it was killed"
+
+    # ... continues where it stopped: no question is asked twice.
+    result = fedrag_eval("run", *BASE, "--out", str(out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    after = rows(out)
+    keys = [(r["suite"], r["config"], r["kind"], r["id"]) for r in after]
+    assert len(keys) == len(set(keys))
+    assert after[: len(before)] == before
+
+    report = (out / "report.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    for suite in ("medical", "code"):
+        assert f"## Suite `{suite}`" in report
+        configs = results["suites"][suite]
+        for name in ("central", "fed-all", "fed-routed-centroid", "fed-routed-learned", "fed-dp-eps1", "fed-merge-rrf"):
+            retrieval = configs[name]["retrieval"]
+            assert retrieval["questions"] > 0
+            assert (
+                0.0
+                <= retrieval["recall@k"]["low"]
+                <= retrieval["recall@k"]["mean"]
+                <= retrieval["recall@k"]["high"]
+                <= 1.0
+            )
+        # the exact central index finds the gold passage of most synonym / FAQ questions
+        assert configs["central"]["retrieval"]["recall@k"]["mean"] >= 0.5
+        assert configs["central"]["retrieval"]["overlap@k_vs_central"]["mean"] == pytest.approx(1.0)
+        assert configs["fed-all"]["retrieval"]["silo_fraction"] == pytest.approx(1.0)
+        assert configs["fed-routed-centroid"]["retrieval"]["silo_fraction"] < 1.0
+        assert set(configs["fed-dp-eps1"]["retrieval"]["epsilon_per_silo"]) <= set(
+            r for row in after if row["config"] == "fed-dp-eps1" for r in row["silos_asked"]
+        )
+        assert configs["fed-dp-eps1"]["retrieval"]["epsilon_per_silo"]
+        mc = configs["no-rag"]["multiple_choice"]
+        assert mc["questions"] == 2 and mc["accuracy"] is not None
+        assert configs["fed-all"]["multiple_choice"]["questions"] == 2
+    assert results["suites"]["code"]["fed-all"]["code"]["problems"] == 1
+    for plot in ("recall_vs_silos.png", "accuracy.png", "latency.png"):
+        assert (out / plot).stat().st_size > 1000
+
+    # a finished run resumed asks nothing again; a run with other settings is refused
+    again = fedrag_eval("run", *BASE, "--out", str(out))
+    assert again.returncode == 0 and len(rows(out)) == len(after)
+    other = fedrag_eval("run", *BASE, "--limit", "9", "--out", str(out))
+    assert other.returncode == 1 and "other settings" in other.stderr
