@@ -40,8 +40,9 @@ test-slow: install
 # A quick CPU run of the evaluation harness (both suites, the embedded LLM); report in eval-out/report.md.
 # A run that was interrupted continues where it stopped; EVAL_ARGS=--restart starts over.
 eval: install
-	$(BIN)/fedrag eval run --suite all --out eval-out --limit 100 --mc-limit 8 --code-limit 2 \
-		--docs-per-corpus 300 --context-tokens 1024 $(EVAL_ARGS)
+	$(BIN)/fedrag eval run --suite all --out eval-out --limit 80 --mc-limit 6 --code-limit 2 \
+		--docs-per-corpus 250 --context-tokens 1024 --code-max-tokens 256 \
+		--llm-configs no-rag,fed-all,fed-routed-learned $(EVAL_ARGS)
 
 lint: install
 	$(BIN)/ruff check --no-cache .

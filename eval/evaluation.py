@@ -59,6 +59,9 @@ async def _run(options: RunOptions, suites: list[str], encoder: Encoder, progres
     log = QuestionLog(options.out / "questions.jsonl")
     llm = None
     if url is not None:
+        # The embedded llama.cpp server would reuse the prompt of an earlier configuration asked the
+        # same question with the same sources, and make later configurations look faster: not here.
+        embedded = options.llm_url is None
         llm = LLMClient(
             LLMSettings(
                 base_url=url,
@@ -67,6 +70,7 @@ async def _run(options: RunOptions, suites: list[str], encoder: Encoder, progres
                 max_tokens=options.mc_max_tokens,
                 temperature=0.0,
                 context_tokens=options.context_tokens,
+                extra_body={"cache_prompt": False} if embedded else {},
             )
         )
     try:
@@ -105,7 +109,13 @@ def run_evaluation(
     with _llm_endpoint(options) as url:
         asyncio.run(_run(options, names, caching, progress, url))
     caching.save()
-    return report(options.out, llm=url or "no LLM", seconds=time.perf_counter() - started)
+    if url is None:
+        label = "none (no configuration generated answers)"
+    elif options.llm_url is None:
+        label = "the embedded llama.cpp server (`fedrag llm serve`)"
+    else:
+        label = url
+    return report(options.out, llm=label, seconds=time.perf_counter() - started)
 
 
 def report(out: Path, *, llm: str | None = None, seconds: float | None = None) -> dict[str, Any]:

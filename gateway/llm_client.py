@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -43,6 +43,8 @@ class LLMSettings:
         max_tokens: default most tokens generated per answer.
         temperature: default sampling temperature.
         context_tokens: the model's context window, for callers that pack prompts.
+        extra_body: server-specific fields sent with every request (a call's own ``extra_body`` wins),
+            e.g. llama.cpp's ``{"cache_prompt": False}`` for latency measurements.
     """
 
     base_url: str
@@ -54,6 +56,7 @@ class LLMSettings:
     max_tokens: int = 512
     temperature: float = 0.2
     context_tokens: int | None = None
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ class LLMClient:
         extra_body: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
         return {
+            **self.settings.extra_body,
             **(extra_body or {}),
             "model": self.model_name,
             "messages": [dict(m) for m in messages],
