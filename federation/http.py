@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from federation.errors import BudgetExhausted, FedragError, PayloadTooLarge
+from federation.errors import BudgetExhausted, FedragError, PayloadTooLarge, Unavailable
 from federation.protocol import Problem
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,14 @@ def _validation_detail(exc: RequestValidationError) -> str:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
+
+
+def started_state(request: Request, name: str, what: str) -> Any:
+    """The app-state object ``name`` that the app's lifespan opens (503 ``not_ready`` until it has)."""
+    value = getattr(request.app.state, name, None)
+    if value is None:
+        raise Unavailable(f"{what} is starting", code="not_ready")
+    return value
 
 
 def register_error_handlers(app: FastAPI) -> None:

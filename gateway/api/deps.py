@@ -8,7 +8,8 @@ from typing import TypeVar
 
 from fastapi import Request
 
-from federation.errors import FedragError, Unavailable
+from federation.errors import FedragError
+from federation.http import started_state
 from gateway.apikeys import ApiKeyStore, RateLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
@@ -18,9 +19,7 @@ _T = TypeVar("_T")
 
 def get_pipeline(request: Request) -> Pipeline:
     """The app's pipeline (503 while starting)."""
-    pipeline: Pipeline | None = getattr(request.app.state, "pipeline", None)
-    if pipeline is None:
-        raise Unavailable("gateway is starting", code="not_ready")
+    pipeline: Pipeline = started_state(request, "pipeline", "gateway")
     return pipeline
 
 

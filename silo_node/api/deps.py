@@ -7,7 +7,8 @@ import hmac
 
 from fastapi import Depends, Request
 
-from federation.errors import AuthenticationFailed, Forbidden, Unavailable, UnsupportedMediaType
+from federation.errors import AuthenticationFailed, Forbidden, UnsupportedMediaType
+from federation.http import started_state
 from federation.signing import Caller, RequestVerifier
 from silo_node.metrics import SiloMetrics
 from silo_node.service import SiloService
@@ -15,9 +16,7 @@ from silo_node.service import SiloService
 
 def get_service(request: Request) -> SiloService:
     """The app's open silo service."""
-    service: SiloService | None = getattr(request.app.state, "service", None)
-    if service is None:
-        raise Unavailable("silo is starting", code="not_ready")
+    service: SiloService = started_state(request, "service", "silo")
     return service
 
 
