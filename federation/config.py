@@ -178,6 +178,47 @@ class LLMEndpointSettings(_Section):
     max_tokens: int = Field(384, ge=1, le=32_768, description="Most tokens generated per answer.")
     temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
     context_tokens: int = Field(2048, ge=256, description="The model's context window, for packing passages.")
+    answer_format: Literal["structured", "free"] = Field(
+        "structured",
+        description="structured: the server must follow a JSON schema (reasoning, answer, citations of existing "
+        "sources; llama.cpp and vLLM enforce it); free: free text with <think> or reasoning_content, for reasoning "
+        "models served with a reasoning parser.",
+    )
+    server: Literal["llama.cpp", "vllm", "openai"] = Field(
+        "llama.cpp",
+        description="The server's kind, for its anti-repetition sampling fields: llama.cpp (repeat_penalty, DRY), "
+        "vllm (repetition_penalty), openai (frequency_penalty only).",
+    )
+    repetition_penalty: float = Field(
+        1.1, ge=1.0, le=2.0, description="Penalty on recently generated tokens (1: off); llama.cpp and vLLM."
+    )
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="OpenAI frequency penalty (every server).")
+    dry_multiplier: float = Field(
+        0.8, ge=0.0, le=5.0, description="llama.cpp DRY sampler strength against repeated sequences (0: off)."
+    )
+    loop_guard: bool = Field(True, description="Stop generation when the answer starts repeating itself.")
+    reasoning_chars: int = Field(600, ge=0, le=20_000, description="Structured: most characters of reasoning.")
+    answer_chars: int = Field(800, ge=20, le=20_000, description="Structured: most characters of the answer.")
+
+
+class GroundingSettings(_Section):
+    """Checks of the answer against its sources, and abstention when the sources are too weak."""
+
+    check: bool = Field(True, description="Check each claim of the answer against the sources it cites.")
+    support_threshold: float = Field(
+        0.6, ge=-1, le=1, description="Least encoder similarity of a claim and a cited passage for support."
+    )
+    add_missing_citations: bool = Field(
+        True, description="Give an uncited claim the source that supports it best (marked as added by the gateway)."
+    )
+    require_citation: bool = Field(True, description="Structured: the reply must cite at least one source.")
+    abstain_below: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Answer that the sources do not contain the answer, without asking the LLM, when the best "
+        "passage's retrieval score is below this (None: never).",
+    )
 
 
 class RetrievalSettings(_Section):
@@ -228,6 +269,7 @@ class GatewaySettings(BaseSettings):
     allow_llm_only: bool = Field(False, description="Answer without sources when no silo could be searched.")
     llm: LLMEndpointSettings = Field(default_factory=LLMEndpointSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    grounding: GroundingSettings = Field(default_factory=GroundingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -99,22 +99,49 @@ def serve(
     )
 
 
+def _verdict(reply: dict[str, Any]) -> str:
+    """One line on how far the answer can be trusted."""
+    if reply.get("abstained"):
+        return "[yellow]abstained: the best passage is too weak, the sources do not contain the answer[/]"
+    parts = []
+    grounded = reply.get("grounded")
+    if grounded is True:
+        parts.append("[green]grounded[/]: it cites sources that support its claims")
+    elif grounded is False:
+        parts.append("[yellow]not grounded[/]: it cites no source that supports most of its claims")
+    if reply.get("finish_reason") == "repetition":
+        parts.append("[yellow]stopped: the model started repeating itself[/]")
+    elif reply.get("finish_reason") == "length":
+        parts.append("[yellow]cut at the token limit[/]")
+    return "; ".join(parts)
+
+
 def print_answer(reply: dict[str, Any], out: Console = console) -> None:
-    """Print an /v1/ask reply: reasoning, answer, citations, routing trace."""
+    """Print an /v1/ask reply: reasoning, answer, checked claims, citations, routing trace."""
     if reply.get("reasoning"):
         out.print(Panel(reply["reasoning"].strip(), title="reasoning", border_style="dim"))
     title = "answer" + (" (partial: some silos did not answer)" if reply.get("partial") else "")
     out.print(Panel(reply["answer"].strip() or "(empty)", title=title, border_style="green"))
+    if verdict := _verdict(reply):
+        out.print(verdict)
     if reply.get("choice_parsed") is not None:
         out.print(
             f"chosen option: {reply.get('choice') if reply['choice_parsed'] else 'could not be read from the answer'}"
         )
+    if reply.get("claims"):
+        claims = Table("claim", "sources", "supported", title="claims checked against their sources")
+        for c in reply["claims"]:
+            cited = " ".join(f"[{n}]" + ("†" if c["added"] else "") for n in c["citations"]) or "-"
+            claims.add_row(c["text"], cited, f"{'yes' if c['supported'] else 'NO'} ({c['support']:.2f})")
+        out.print(claims)
+        if any(c["added"] for c in reply["claims"]):
+            out.print("† citation added by the gateway's grounding check, not by the model", style="dim")
     if reply["citations"]:
         table = Table("[n]", "cited", "silo", "document", "score", "passage", title="sources")
         for c in reply["citations"]:
             table.add_row(
                 str(c["number"]),
-                "yes" if c["cited"] else "",
+                "yes" if c["cited"] else ("added†" if c.get("added") else ""),
                 c["silo"],
                 c["doc_id"],
                 f"{c['score']:.3f}",

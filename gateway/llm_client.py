@@ -82,11 +82,13 @@ class ChatResult:
 
 @dataclass(frozen=True)
 class ChatDelta:
-    """One streamed piece of an answer."""
+    """One streamed piece of an answer (the usage counts come in a piece of their own, at the end)."""
 
     content: str = ""
     reasoning: str = ""
     finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 def _status_error(status: int | None, body: bytes | str) -> UpstreamError:
@@ -140,8 +142,12 @@ def _delta(payload: str) -> ChatDelta | None:
     if "error" in data:
         raise _status_error(None, payload)
     choices = data.get("choices") or []
-    if not choices:  # e.g. a final usage-only chunk
-        return None
+    if not choices:  # the final usage chunk (stream_options.include_usage), or nothing
+        usage = data.get("usage") or {}
+        prompt, completion = _optional_int(usage.get("prompt_tokens")), _optional_int(usage.get("completion_tokens"))
+        if prompt is None and completion is None:
+            return None
+        return ChatDelta(prompt_tokens=prompt, completion_tokens=completion)
     delta = choices[0].get("delta") or {}
     reasoning = _text(delta.get("reasoning_content") or delta.get("reasoning"))
     content, finish = _text(delta.get("content")), choices[0].get("finish_reason")
@@ -199,6 +205,7 @@ class LLMClient:
             "max_tokens": self.settings.max_tokens if max_tokens is None else max_tokens,
             "temperature": self.settings.temperature if temperature is None else temperature,
             "stream": stream,
+            **({"stream_options": {"include_usage": True}} if stream else {}),
         }
 
     async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
@@ -266,7 +273,8 @@ class LLMClient:
         at once, which makes the server stop generating.
 
         Yields:
-            Deltas with content and/or reasoning text; the last one carries the finish reason.
+            Deltas with content and/or reasoning text, one with the finish reason, and (when the
+            server counts them) a last one with the token counts.
         """
         body = self._body(messages, True, max_tokens, temperature, extra_body)
         request = self._http.build_request("POST", _CHAT, json=body, headers=self._headers(stream=True))

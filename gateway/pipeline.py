@@ -19,19 +19,21 @@ from typing import Any, TypeVar
 import numpy as np
 
 from aggregation import Merger, Passage, SourceRef, approx_token_count, assign_sources, deduplicate, pack_context
-from federation.config import GatewaySettings
+from federation.config import GatewaySettings, LLMEndpointSettings
 from federation.encoder import Encoder
 from federation.errors import UpstreamError
 from gateway.fanout import SiloOutcome, SiloPool
-from gateway.llm_client import ChatResult, LLMClient
-from gateway.prompting import NumberedSource, ParsedAnswer, build_messages, parse_answer
-from gateway.protocol import AskResponse, Citation, SiloTrace, Trace
-from gateway.streaming import ThinkSplitter
+from gateway.generation import STREAM_HOLDBACK_CHARS, Generated, Generator
+from gateway.grounding import GroundingChecker, GroundingReport
+from gateway.llm_client import LLMClient
+from gateway.prompting import NumberedSource, ParsedAnswer
+from gateway.protocol import AskResponse, Citation, Claim, GenerationTrace, SiloTrace, Trace
 from router import Router, RoutingPlan, SiloView
 
 logger = logging.getLogger(__name__)
 
 _PROMPT_OVERHEAD_TOKENS = 300
+ABSTAIN_ANSWER = "The sources do not contain the answer to this question."
 _T = TypeVar("_T")
 
 
@@ -51,6 +53,11 @@ class Retrieval:
     ranked: list[Passage] = field(default_factory=list)
     merged: int = 0
     duplicates: int = 0
+
+    @property
+    def best_score(self) -> float | None:
+        """The best merged passage's retrieval score (the silo's similarity), None without passages."""
+        return max((p.score for p in self.ranked), default=None)
 
     @property
     def partial(self) -> bool:
@@ -79,7 +86,30 @@ class Pipeline:
         self.merger = merger
         self.llm = llm
         self._run = executor_run
+        self.generator = Generator(llm, settings.llm, require_citation=settings.grounding.require_citation)
+        self.grounding = GroundingChecker(
+            encoder.encode,
+            support_threshold=settings.grounding.support_threshold,
+            add_missing_citations=settings.grounding.add_missing_citations,
+        )
         self._descriptions: dict[str, np.ndarray] = {}
+
+    def with_generation(self, llm: LLMEndpointSettings) -> Pipeline:
+        """This pipeline generating with other LLM settings (answer format, sampling, loop guard).
+
+        Everything else (encoder, silos, router, merger, the LLM client) is shared; the
+        evaluation harness compares generation settings on the same retrieval this way.
+        """
+        settings = self.settings.model_copy(update={"llm": llm})
+        return Pipeline(
+            settings,
+            encoder=self.encoder,
+            pool=self.pool,
+            router=self.router,
+            merger=self.merger,
+            llm=self.llm,
+            executor_run=self._run,
+        )
 
     async def _embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors: np.ndarray = await self._run(self.encoder.encode, list(texts))
@@ -145,17 +175,19 @@ class Pipeline:
         spare = llm.context_tokens - llm.max_tokens - _PROMPT_OVERHEAD_TOKENS - approx_token_count(question)
         return max(0, spare)
 
-    def _messages(
-        self, question: str, sources: Sequence[SourceRef], choices: Sequence[str] | None, allow_llm_only: bool
-    ) -> list[dict[str, str]]:
-        numbered = [
+    def _numbered(self, sources: Sequence[SourceRef]) -> list[NumberedSource]:
+        return [
             NumberedSource(number=s.number, title=s.passage.title, text=s.passage.text, label=s.silo_label)
             for s in sources
         ]
-        return build_messages(question, numbered, choices=choices, allow_no_context=allow_llm_only)
 
     def _llm_only_allowed(self, requested: bool) -> bool:
         return requested and self.settings.allow_llm_only
+
+    def _abstains(self, retrieval: Retrieval) -> bool:
+        threshold = self.settings.grounding.abstain_below
+        best = retrieval.best_score
+        return threshold is not None and best is not None and best < threshold
 
     async def answer(
         self,
@@ -167,32 +199,18 @@ class Pipeline:
         max_tokens: int | None = None,
     ) -> AskResponse:
         """Answer ``question`` with reasoning and citations (all five steps)."""
-        started = time.perf_counter()
-        retrieval = await self.retrieve(question, request_id=request_id)
-        if not retrieval.sources and not self._llm_only_allowed(allow_llm_only):
-            return self._nothing_retrieved(retrieval, started)
-        t = time.perf_counter()
-        sources = retrieval.sources
-        try:
-            result = await self.llm.chat(
-                self._messages(question, sources, choices, allow_llm_only), max_tokens=max_tokens
-            )
-        except UpstreamError as exc:
-            if exc.code != "llm_context_overflow" or len(sources) < 2:
-                raise
-            sources = sources[: len(sources) // 2]  # one retry with half the passages
-            retrieval.sources = sources
-            result = await self.llm.chat(
-                self._messages(question, sources, choices, allow_llm_only), max_tokens=max_tokens
-            )
-        retrieval.timings_ms["generate"] = _ms(t)
-        parsed = parse_answer(
-            result.content,
-            reasoning_content=result.reasoning,
-            source_numbers=[s.number for s in sources],
+        events = self.answer_stream(
+            question,
             choices=choices,
+            allow_llm_only=allow_llm_only,
+            request_id=request_id,
+            max_tokens=max_tokens,
+            holdback=0,
         )
-        return self._response(retrieval, parsed, result, started, choices)
+        async for event in events:
+            if isinstance(event, AskResponse):
+                return event
+        raise UpstreamError("the answer stream ended without an answer", code="llm_invalid_reply")
 
     async def answer_stream(
         self,
@@ -202,73 +220,107 @@ class Pipeline:
         allow_llm_only: bool = False,
         request_id: str | None = None,
         max_tokens: int | None = None,
+        holdback: int = STREAM_HOLDBACK_CHARS,
     ) -> AsyncIterator[tuple[str, str] | AskResponse]:
-        """Yield ``("reasoning", text)`` and ``("content", text)`` deltas, then the full :class:`AskResponse`."""
+        """Yield ``("reasoning", text)`` and ``("content", text)`` deltas, then the full :class:`AskResponse`.
+
+        Args:
+            question: the question.
+            choices: options of a multiple-choice question.
+            allow_llm_only: answer from the model alone when nothing could be retrieved (if the settings allow).
+            request_id: the trace's request id (a new one when None).
+            max_tokens: most tokens to generate.
+            holdback: characters of the answer held back for the loop guard before they are yielded.
+        """
         started = time.perf_counter()
         retrieval = await self.retrieve(question, request_id=request_id)
         if not retrieval.sources and not self._llm_only_allowed(allow_llm_only):
-            response = self._nothing_retrieved(retrieval, started)
+            response = self._without_llm(retrieval, started, self._nothing_retrieved_text(retrieval))
+            yield ("content", response.answer)
+            yield response
+            return
+        if retrieval.sources and self._abstains(retrieval):
+            response = self._without_llm(retrieval, started, ABSTAIN_ANSWER, abstained=True)
             yield ("content", response.answer)
             yield response
             return
         t = time.perf_counter()
-        splitter = ThinkSplitter()
-        content: list[str] = []
-        reasoning: list[str] = []
-        finish: str | None = None
-        messages = self._messages(question, retrieval.sources, choices, allow_llm_only)
-        stream = self.llm.stream(messages, max_tokens=max_tokens)
-        try:
-            async for delta in stream:
-                finish = delta.finish_reason or finish
-                if delta.reasoning:
-                    reasoning.append(delta.reasoning)
-                    yield ("reasoning", delta.reasoning)
-                for kind, text in splitter.feed(delta.content):
-                    (reasoning if kind == "reasoning" else content).append(text)
-                    yield (kind, text)
-            for kind, text in splitter.flush():
-                (reasoning if kind == "reasoning" else content).append(text)
-                yield (kind, text)
-        finally:
-            await stream.aclose()
+        generated: Generated | None = None
+        for attempt in range(2):
+            events = self.generator.stream(
+                question,
+                self._numbered(retrieval.sources),
+                choices=choices,
+                allow_no_context=self._llm_only_allowed(allow_llm_only),
+                max_tokens=max_tokens,
+                holdback=holdback,
+            )
+            try:
+                first = await anext(events)
+            except UpstreamError as exc:
+                await events.aclose()  # type: ignore[attr-defined]
+                if attempt or exc.code != "llm_context_overflow" or len(retrieval.sources) < 2:
+                    raise
+                retrieval.sources = retrieval.sources[: len(retrieval.sources) // 2]  # once more, half the passages
+                continue
+            try:
+                event: tuple[str, str] | Generated = first
+                while not isinstance(event, Generated):
+                    yield event
+                    event = await anext(events)
+                generated = event
+            finally:
+                await events.aclose()  # type: ignore[attr-defined]
+            break
+        assert generated is not None
         retrieval.timings_ms["generate"] = _ms(t)
-        full = "".join(content)
-        parsed = parse_answer(
-            full,
-            reasoning_content="".join(reasoning) or None,
-            source_numbers=[s.number for s in retrieval.sources],
-            choices=choices,
-        )
-        result = ChatResult(
-            content=full,
-            reasoning="".join(reasoning) or None,
-            finish_reason=finish,
-            prompt_tokens=None,
-            completion_tokens=None,
-            model=self.settings.llm.lora_adapter or self.settings.llm.model,
-        )
-        yield self._response(retrieval, parsed, result, started, choices)
+        grounding = None
+        if self.settings.grounding.check and retrieval.sources and generated.parsed.answer:
+            t = time.perf_counter()
+            texts = {s.number: s.passage.text for s in retrieval.sources}
+            grounding = await self._run(
+                self.grounding.check, generated.parsed.answer, texts, list(generated.parsed.citations)
+            )
+            retrieval.timings_ms["ground"] = _ms(t)
+        yield self._response(retrieval, generated, grounding, started, choices)
 
-    def _nothing_retrieved(self, retrieval: Retrieval, started: float) -> AskResponse:
+    def _nothing_retrieved_text(self, retrieval: Retrieval) -> str:
         failures = [f"{o.silo}: {o.status}" + (f" ({o.detail})" if o.detail else "") for o in retrieval.outcomes]
         why = "; ".join(failures) if failures else "no silo returned a passage relevant enough to release"
-        answer = f"No passages could be retrieved from the federation for this question ({why})."
+        return f"No passages could be retrieved from the federation for this question ({why})."
+
+    def _without_llm(
+        self, retrieval: Retrieval, started: float, answer: str, *, abstained: bool = False
+    ) -> AskResponse:
         parsed = ParsedAnswer(
             reasoning="", answer=answer, citations=(), invalid_citations=(), choice=None, choice_parsed=False
         )
-        return self._response(retrieval, parsed, None, started, None)
+        generated = Generated(
+            parsed=parsed,
+            answer_format="none",
+            well_formed=True,
+            finish_reason="stop",
+            loop_field=None,
+            prompt_tokens=None,
+            completion_tokens=None,
+        )
+        return self._response(retrieval, generated, None, started, None, abstained=abstained, model=None)
 
     def _response(
         self,
         retrieval: Retrieval,
-        parsed: ParsedAnswer,
-        result: ChatResult | None,
+        generated: Generated,
+        grounding: GroundingReport | None,
         started: float,
         choices: Sequence[str] | None,
+        *,
+        abstained: bool = False,
+        model: str | None = "",
     ) -> AskResponse:
         retrieval.timings_ms["total"] = _ms(started)
+        parsed = generated.parsed
         cited = set(parsed.citations)
+        added = set(grounding.added_citations) if grounding else set()
         citations = [
             Citation(
                 number=s.number,
@@ -281,24 +333,42 @@ class Pipeline:
                 text=s.passage.text,
                 score=s.passage.score,
                 cited=s.number in cited,
+                added=s.number in added and s.number not in cited,
             )
             for s in retrieval.sources
         ]
+        claims = [
+            Claim(
+                text=c.text,
+                citations=list(c.citations),
+                supported=c.supported,
+                support=round(c.support, 4),
+                added=c.added,
+            )
+            for c in (grounding.claims if grounding else ())
+        ]
+        grounded: bool | None = None
+        if retrieval.sources and not abstained:
+            grounded = grounding.grounded if grounding else bool(cited)
         return AskResponse(
             id=f"ask-{retrieval.request_id}",
-            model=result.model if result else self.settings.llm.model,
+            model=self.llm.model_name if model == "" else (model or self.settings.llm.model),
             answer=parsed.answer,
             reasoning=parsed.reasoning,
             citations=citations,
             invalid_citations=list(parsed.invalid_citations),
+            claims=claims,
+            grounded=grounded,
+            abstained=abstained,
+            finish_reason=generated.finish_reason,
             choice=parsed.choice,
             choice_parsed=parsed.choice_parsed if choices else None,
             partial=retrieval.partial,
             retrieved=bool(retrieval.sources),
-            trace=self._trace(retrieval, result),
+            trace=self._trace(retrieval, generated),
         )
 
-    def _trace(self, retrieval: Retrieval, result: ChatResult | None) -> Trace:
+    def _trace(self, retrieval: Retrieval, generated: Generated) -> Trace:
         outcomes = {o.silo: o for o in retrieval.outcomes}
         silos = []
         decisions = retrieval.plan.decisions if retrieval.plan else ()
@@ -329,10 +399,16 @@ class Pipeline:
             duplicates_removed=retrieval.duplicates,
             passages_in_prompt=len(retrieval.sources),
             bytes_exchanged=sum(o.bytes_sent + o.bytes_received for o in retrieval.outcomes),
-            llm_tokens={
-                "prompt": result.prompt_tokens if result else None,
-                "completion": result.completion_tokens if result else None,
-            },
+            llm_tokens={"prompt": generated.prompt_tokens, "completion": generated.completion_tokens},
+            generation=GenerationTrace(
+                format=generated.answer_format,
+                finish_reason=generated.finish_reason,
+                loop_detected=generated.loop_field is not None,
+                loop_field=generated.loop_field,
+                well_formed=generated.well_formed,
+                best_score=retrieval.best_score,
+                abstain_below=self.settings.grounding.abstain_below,
+            ),
         )
 
 

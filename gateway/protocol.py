@@ -24,6 +24,20 @@ class SiloTrace(BaseModel):
     bytes_received: int = 0
 
 
+class GenerationTrace(BaseModel):
+    """How the answer was generated."""
+
+    format: str = Field(description="structured (JSON schema), free (text), or none (no LLM call).")
+    finish_reason: Literal["stop", "length", "repetition"] = Field(
+        description="Why generation stopped: repetition when the loop guard stopped a loop."
+    )
+    loop_detected: bool = Field(description="Whether the loop guard caught a loop (in the reasoning or the answer).")
+    loop_field: str | None = Field(None, description="Where the loop was: reasoning or answer.")
+    well_formed: bool = Field(description="Whether the reply had the asked form (complete JSON; an answer).")
+    best_score: float | None = Field(None, description="The best passage's retrieval score.")
+    abstain_below: float | None = Field(None, description="The abstention threshold on best_score (None: off).")
+
+
 class Trace(BaseModel):
     """The per-question routing and timing trace."""
 
@@ -38,6 +52,7 @@ class Trace(BaseModel):
     passages_in_prompt: int = 0
     bytes_exchanged: int = 0
     llm_tokens: dict[str, int | None] = Field(default_factory=dict)
+    generation: GenerationTrace | None = None
 
 
 class Citation(BaseModel):
@@ -50,7 +65,20 @@ class Citation(BaseModel):
     title: str
     text: str
     score: float
-    cited: bool = Field(description="Whether the answer cites it as [n].")
+    cited: bool = Field(description="Whether the model cites it.")
+    added: bool = Field(
+        False, description="Not cited by the model: the gateway's grounding check attached it to a claim."
+    )
+
+
+class Claim(BaseModel):
+    """One claim (sentence) of the answer, checked against the sources it cites."""
+
+    text: str
+    citations: list[int] = Field(description="The sources it cites (or was given by the gateway, when added).")
+    supported: bool = Field(description="Whether a cited source supports it (encoder similarity over the threshold).")
+    support: float = Field(description="Best similarity of the claim and its sources (0-1).")
+    added: bool = Field(False, description="Its citation was added by the gateway, not written by the model.")
 
 
 class AskRequest(BaseModel):
@@ -88,6 +116,16 @@ class AskResponse(BaseModel):
     reasoning: str
     citations: list[Citation]
     invalid_citations: list[int] = Field(default_factory=list, description="[n] the model cited that are not sources.")
+    claims: list[Claim] = Field(default_factory=list, description="The answer's claims, checked against sources.")
+    grounded: bool | None = Field(
+        None,
+        description="The model cited a source and at least half of the claims are supported "
+        "(None: nothing retrieved, or the gateway abstained).",
+    )
+    abstained: bool = Field(False, description="The best passage was too weak: the sources do not contain the answer.")
+    finish_reason: Literal["stop", "length", "repetition"] = Field(
+        "stop", description="stop, length (max_tokens reached) or repetition (a loop was stopped)."
+    )
     choice: str | None = None
     choice_parsed: bool | None = Field(None, description="Multiple choice: whether one option could be read.")
     partial: bool

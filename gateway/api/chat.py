@@ -1,7 +1,9 @@
 """``POST /v1/chat/completions``: the OpenAI protocol, answered by the federation (streaming or not).
 
 The reasoning is returned as ``reasoning_content`` (as vLLM's reasoning parsers do), the
-citations and the routing trace as extra fields ``citations`` and ``fedrag_trace``.
+citations, the checked claims and the routing trace as extra fields ``citations``,
+``fedrag_claims``, ``fedrag_grounded`` and ``fedrag_trace``. An answer the loop guard cut
+short finishes with ``length`` (``fedrag_finish_reason``: ``repetition``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,18 @@ _ERRORS: dict[int | str, dict[str, object]] = {c: problem_schema() for c in (401
 def _extras(answer: AskResponse) -> dict[str, Any]:
     return {
         "citations": [c.model_dump() for c in answer.citations],
+        "fedrag_claims": [c.model_dump() for c in answer.claims],
+        "fedrag_grounded": answer.grounded,
+        "fedrag_abstained": answer.abstained,
+        "fedrag_finish_reason": answer.finish_reason,
         "fedrag_trace": answer.trace.model_dump(),
         "fedrag_partial": answer.partial,
     }
+
+
+def _finish_reason(answer: AskResponse) -> str:
+    """OpenAI's finish reason: an answer the loop guard cut short is ``length`` (``fedrag_finish_reason`` says why)."""
+    return "stop" if answer.finish_reason == "stop" else "length"
 
 
 def _completion(answer: AskResponse, created: int) -> dict[str, Any]:
@@ -52,7 +63,7 @@ def _completion(answer: AskResponse, created: int) -> dict[str, Any]:
                     "content": answer.answer,
                     "reasoning_content": answer.reasoning or None,
                 },
-                "finish_reason": "stop",
+                "finish_reason": _finish_reason(answer),
             }
         ],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
@@ -105,7 +116,7 @@ async def chat_completions(
             while True:
                 if isinstance(item, AskResponse):
                     record(metrics, item)
-                    final = json.loads(_chunk(item.trace.request_id, created, item.model, {}, "stop")[6:])
+                    final = json.loads(_chunk(item.trace.request_id, created, item.model, {}, _finish_reason(item))[6:])
                     final.update(_extras(item))
                     yield f"data: {json.dumps(final)}\n\n"
                     break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from federation.config import GatewaySettings, LLMEndpointSettings, RetrievalSettings
+from federation.config import GatewaySettings, GroundingSettings, LLMEndpointSettings, RetrievalSettings
 from federation.identity import Identity
 from federation.membership import SiloEntry, save_membership
 from federation.services import fedrag_service, free_port
@@ -78,16 +79,17 @@ STREAM_STATE: dict[str, float] = {}
 
 
 async def _endless_llm_stream(request: Request) -> Response:
-    """An LLM that streams tokens until its client goes away, and records when that happened."""
+    """An LLM that streams a structured answer of distinct words until its client goes away, and records when."""
     STREAM_STATE.clear()
     STREAM_STATE["started"] = time.monotonic()
 
     async def tokens() -> AsyncIterator[bytes]:
         try:
-            while True:
-                chunk = {"choices": [{"index": 0, "delta": {"content": "word "}, "finish_reason": None}]}
+            pieces = itertools.chain(['{"reasoning": "", "answer": "'], (f"word{i} " for i in itertools.count()))
+            for piece in pieces:
+                chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.02)
         finally:
             STREAM_STATE["closed"] = time.monotonic()
 
@@ -136,7 +138,13 @@ def add_silos(fed: Federation, entries: dict[str, str]) -> None:
 
 
 def gateway_settings(
-    fed: Federation, llm_url: str, *, llm_timeout_s: float = 60.0, **retrieval: object
+    fed: Federation,
+    llm_url: str,
+    *,
+    llm_timeout_s: float = 60.0,
+    llm: dict[str, object] | None = None,
+    grounding: dict[str, object] | None = None,
+    **retrieval: object,
 ) -> tuple[GatewaySettings, str]:
     from gateway.apikeys import ApiKeyStore
 
@@ -146,8 +154,9 @@ def gateway_settings(
         federation_file=fed.file,
         key_file=fed.root / "keys/gateway/private.pem",
         api_keys_file=keys_file,
-        llm=LLMEndpointSettings(base_url=llm_url, max_tokens=48, timeout_s=llm_timeout_s),
+        llm=LLMEndpointSettings(**{"base_url": llm_url, "max_tokens": 48, "timeout_s": llm_timeout_s, **(llm or {})}),
         retrieval=RetrievalSettings(**{"router": "all", "deadline_s": 1.5, "max_silos": 10, **retrieval}),
+        grounding=GroundingSettings(**(grounding or {})),
     )
     return settings, key
 
@@ -174,9 +183,16 @@ def gateway_factory(federation: Federation, encoder, silo_transports, llm_url):
 
     @asynccontextmanager
     async def make(
-        *, llm: str | None = None, llm_timeout_s: float = 60.0, **retrieval: object
+        *,
+        llm: str | None = None,
+        llm_timeout_s: float = 60.0,
+        llm_settings: dict[str, object] | None = None,
+        grounding: dict[str, object] | None = None,
+        **retrieval: object,
     ) -> AsyncIterator[httpx.AsyncClient]:
-        settings, key = gateway_settings(federation, llm or llm_url, llm_timeout_s=llm_timeout_s, **retrieval)
+        settings, key = gateway_settings(
+            federation, llm or llm_url, llm_timeout_s=llm_timeout_s, llm=llm_settings, grounding=grounding, **retrieval
+        )
         app = create_app(settings, encoder=encoder, silo_transports=silo_transports)
         async with (
             app.router.lifespan_context(app),

@@ -1,0 +1,282 @@
+"""Step 5, generation: the LLM request, streamed through the loop guard, read into an answer.
+
+Every answer is generated as a stream, streamed or not to the client, so that the loop guard
+can stop a degenerate generation as soon as it starts. The request asks for the settings'
+answer format (``structured``: a JSON schema the server enforces; ``free``: ``<think>`` and
+``Answer:``) with anti-repetition sampling for the server's kind. The stream's pieces are
+``("reasoning", text)`` and ``("content", text)`` (the answer), then a :class:`Generated`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from federation.config import LLMEndpointSettings
+from gateway.llm_client import LLMClient
+from gateway.loop_guard import Loop, RepetitionGuard
+from gateway.prompting import NumberedSource, ParsedAnswer, build_messages, parse_answer
+from gateway.streaming import JsonFieldStreamer, ThinkSplitter
+from gateway.structured import STREAMED_FIELDS, SchemaLimits, answer_schema, read_structured, response_format
+
+logger = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length", "repetition"]
+# Characters held back from a streamed answer until the loop guard has seen what follows them.
+STREAM_HOLDBACK_CHARS = 160
+_CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A generated answer.
+
+    Attributes:
+        parsed: reasoning, answer, citations and (multiple choice) the letter.
+        answer_format: the format that was asked for.
+        well_formed: the reply had the asked form (structured: complete JSON with every field;
+            free: an answer was found).
+        finish_reason: ``stop``, ``length`` (``max_tokens``) or ``repetition`` (the loop guard stopped it).
+        loop_field: where a loop was caught (``reasoning`` or ``answer``), if one was.
+        prompt_tokens: prompt tokens, as the server counted them.
+        completion_tokens: generated tokens, as the server counted them.
+    """
+
+    parsed: ParsedAnswer
+    answer_format: str
+    well_formed: bool
+    finish_reason: FinishReason
+    loop_field: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+def sampling_fields(llm: LLMEndpointSettings) -> dict[str, Any]:
+    """Anti-repetition request fields for the server's kind (nothing the server would not know)."""
+    fields: dict[str, Any] = {}
+    if llm.frequency_penalty:
+        fields["frequency_penalty"] = llm.frequency_penalty
+    if llm.server == "llama.cpp":
+        fields["repeat_penalty"] = llm.repetition_penalty
+        if llm.dry_multiplier > 0:
+            fields["dry_multiplier"] = llm.dry_multiplier
+    elif llm.server == "vllm":
+        fields["repetition_penalty"] = llm.repetition_penalty
+    return fields
+
+
+class _Guards:
+    """One loop guard per streamed kind, releasing what is safe to show."""
+
+    def __init__(self, holdback: int, enabled: bool) -> None:
+        self._enabled = enabled
+        self._guards = {kind: RepetitionGuard(holdback=holdback) for kind in ("reasoning", "content")}
+
+    def feed(self, kind: str, text: str) -> str:
+        return self._guards[kind].feed(text) if self._enabled else text
+
+    def finish(self, kind: str) -> str:
+        return self._guards[kind].finish() if self._enabled else ""
+
+    def loop(self, kind: str) -> Loop | None:
+        return self._guards[kind].loop
+
+    def text(self, kind: str) -> str | None:
+        return self._guards[kind].text if self._enabled else None
+
+
+class Generator:
+    """Asks the LLM for an answer over numbered sources.
+
+    Args:
+        llm: the chat client.
+        settings: the LLM endpoint's settings (format, sampling, limits, loop guard).
+        require_citation: structured: the schema makes the reply cite at least one source.
+    """
+
+    def __init__(self, llm: LLMClient, settings: LLMEndpointSettings, *, require_citation: bool = True) -> None:
+        self.llm = llm
+        self.settings = settings
+        self.require_citation = require_citation
+
+    def request(
+        self,
+        question: str,
+        sources: Sequence[NumberedSource],
+        choices: Sequence[str] | None,
+        allow_no_context: bool,
+        answer_format: str,
+        max_tokens: int,
+    ) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        """The messages and extra request fields of one answer.
+
+        A structured reasoning may take at most about half of ``max_tokens`` (some four
+        characters a token), so that a small budget still leaves room for the answer.
+        """
+        structured = answer_format == "structured"
+        messages = build_messages(
+            question,
+            sources,
+            choices=choices,
+            allow_no_context=allow_no_context,
+            answer_format="structured" if structured else "free",
+        )
+        extra = sampling_fields(self.settings)
+        if structured:
+            limits = SchemaLimits(
+                reasoning_chars=min(self.settings.reasoning_chars, max_tokens * _CHARS_PER_TOKEN // 2),
+                answer_chars=self.settings.answer_chars,
+                require_citation=self.require_citation,
+            )
+            schema = answer_schema([s.number for s in sources], choices=len(choices or ()), limits=limits)
+            extra["response_format"] = response_format(schema)
+        return messages, extra
+
+    async def stream(
+        self,
+        question: str,
+        sources: Sequence[NumberedSource],
+        *,
+        choices: Sequence[str] | None = None,
+        allow_no_context: bool = False,
+        max_tokens: int | None = None,
+        holdback: int = 0,
+    ) -> AsyncIterator[tuple[str, str] | Generated]:
+        """Generate an answer: yield ``(kind, text)`` pieces, then the :class:`Generated`.
+
+        Args:
+            question: the question.
+            sources: the numbered passages of the prompt.
+            choices: options of a multiple-choice question.
+            allow_no_context: with no sources, answer from general knowledge.
+            max_tokens: most tokens to generate (the settings' when None).
+            holdback: characters held back for the loop guard (0 when nobody watches the stream).
+
+        Raises:
+            FedragError: the LLM's errors (see :class:`gateway.llm_client.LLMClient`).
+        """
+        answer_format = self.settings.answer_format
+        structured = answer_format == "structured"
+        max_tokens = self.settings.max_tokens if max_tokens is None else max_tokens
+        messages, extra = self.request(question, sources, choices, allow_no_context, answer_format, max_tokens)
+        reader: JsonFieldStreamer | ThinkSplitter = (
+            JsonFieldStreamer(STREAMED_FIELDS) if structured else ThinkSplitter()
+        )
+        guards = _Guards(holdback, self.settings.loop_guard)
+        raw: list[str] = []
+        finish: str | None = None
+        loop_field: str | None = None
+        usage: tuple[int | None, int | None] = (None, None)
+        stream = self.llm.stream(
+            messages,
+            max_tokens=max_tokens,
+            temperature=self.settings.temperature,
+            extra_body=extra,
+        )
+        try:
+            async for delta in stream:
+                finish = delta.finish_reason or finish
+                if delta.prompt_tokens is not None or delta.completion_tokens is not None:
+                    usage = (delta.prompt_tokens, delta.completion_tokens)
+                pieces = [("reasoning", delta.reasoning)] if delta.reasoning else []
+                if delta.content:
+                    raw.append(delta.content)
+                    pieces += reader.feed(delta.content)
+                stop = False
+                for kind, text in pieces:
+                    if guards.loop(kind) is not None:
+                        continue
+                    if released := guards.feed(kind, text):
+                        yield (kind, released)
+                    if guards.loop(kind) is not None:
+                        loop_field = loop_field or ("answer" if kind == "content" else "reasoning")
+                        # A structured reasoning is bounded by the schema: hide the loop, let the answer come.
+                        stop = kind == "content" or not structured
+                if stop:
+                    break
+            if isinstance(reader, ThinkSplitter):
+                for kind, text in reader.flush():
+                    if guards.loop(kind) is None and (released := guards.feed(kind, text)):
+                        yield (kind, released)
+            for kind in ("reasoning", "content"):
+                if released := guards.finish(kind):
+                    yield (kind, released)
+        finally:
+            await stream.aclose()
+        yield self._read(
+            "".join(raw), reader, guards, choices, [s.number for s in sources], answer_format, finish, loop_field, usage
+        )
+
+    def _read(
+        self,
+        raw: str,
+        reader: JsonFieldStreamer | ThinkSplitter,
+        guards: _Guards,
+        choices: Sequence[str] | None,
+        numbers: list[int],
+        answer_format: str,
+        finish: str | None,
+        loop_field: str | None,
+        usage: tuple[int | None, int | None],
+    ) -> Generated:
+        reason: FinishReason = (
+            "repetition"
+            if loop_field == "answer" or (loop_field and answer_format == "free")
+            else ("length" if finish == "length" else "stop")
+        )
+        if isinstance(reader, JsonFieldStreamer):
+            reply = read_structured(raw, source_numbers=numbers, choices=choices, streamer=reader)
+            parsed, well_formed = reply.parsed, reply.well_formed
+            reasoning, answer = guards.text("reasoning"), guards.text("content")
+            if loop_field and (reasoning is not None or answer is not None):
+                parsed = _replace_text(parsed, reasoning, answer if loop_field == "answer" else None, numbers, choices)
+                well_formed = well_formed and loop_field != "answer"
+        else:
+            content = guards.text("content")
+            visible = raw if content is None or not loop_field else content
+            parsed = parse_answer(visible, source_numbers=numbers, choices=choices)
+            reasoning = guards.text("reasoning")
+            if loop_field and reasoning is not None:
+                parsed = _replace_text(parsed, reasoning, None, numbers, choices)
+            well_formed = bool(parsed.answer.strip()) and (not choices or parsed.choice_parsed)
+        if loop_field:
+            logger.info("loop stopped in the %s", loop_field)
+        return Generated(
+            parsed=parsed,
+            answer_format=answer_format,
+            well_formed=well_formed and reason != "length",
+            finish_reason=reason,
+            loop_field=loop_field,
+            prompt_tokens=usage[0],
+            completion_tokens=usage[1],
+        )
+
+
+def _replace_text(
+    parsed: ParsedAnswer,
+    reasoning: str | None,
+    answer: str | None,
+    numbers: Sequence[int],
+    choices: Sequence[str] | None,
+) -> ParsedAnswer:
+    """``parsed`` with the reasoning and/or answer cut at a loop (citations re-read from the cut answer)."""
+    if answer is None:
+        return ParsedAnswer(
+            reasoning=(reasoning if reasoning is not None else parsed.reasoning).strip(),
+            answer=parsed.answer,
+            citations=parsed.citations,
+            invalid_citations=parsed.invalid_citations,
+            choice=parsed.choice,
+            choice_parsed=parsed.choice_parsed,
+        )
+    cut = parse_answer(f"Answer: {answer}", source_numbers=numbers, choices=choices)
+    return ParsedAnswer(
+        reasoning=(reasoning if reasoning is not None else parsed.reasoning).strip(),
+        answer=cut.answer,
+        citations=cut.citations,
+        invalid_citations=cut.invalid_citations,
+        choice=parsed.choice or cut.choice,
+        choice_parsed=parsed.choice_parsed or cut.choice_parsed,
+    )
