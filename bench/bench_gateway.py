@@ -206,14 +206,25 @@ def silo_process(silo_dir: Path) -> Iterator[Served]:
 
 
 def stub_app() -> Starlette:
-    """The stub LLM: ``/llm/v1/chat/completions`` streams ``max_tokens`` one-word deltas at once."""
+    """The stub LLM: ``/llm/v1/chat/completions`` streams ``max_tokens`` one-word deltas at once.
+
+    The words are distinct (the gateway's loop guard would stop a repeated one); asked for a
+    structured reply (``response_format``), the words are the ``answer`` of a JSON object.
+    """
 
     async def chat(request: Request) -> Response:
-        chunks = int(json.loads(await request.body()).get("max_tokens") or 16)
+        request_body = json.loads(await request.body())
+        chunks = int(request_body.get("max_tokens") or 16)
+        structured = "response_format" in request_body
 
         async def events() -> Any:
             for i in range(chunks + 1):
-                delta = {"role": "assistant", "content": ""} if i == 0 else {"content": "word "}
+                text = f"word{i} "
+                if structured and i == 1:
+                    text = '{"reasoning": "", "answer": "' + text
+                elif structured and i == chunks:
+                    text += '", "citations": [1]}'
+                delta = {"role": "assistant", "content": ""} if i == 0 else {"content": text}
                 body = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}]}
                 yield f"data: {json.dumps(body)}\n\n"
             end = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}

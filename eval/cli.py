@@ -54,7 +54,11 @@ def run(
         str, typer.Option(help="Configurations (comma list, globs allowed, or 'all'); see 'fedrag eval configs'.")
     ] = "all",
     llm_configs: Annotated[
-        str, typer.Option(help="Configurations that also answer multiple-choice and code questions with the LLM.")
+        str,
+        typer.Option(
+            help="Configurations that also answer multiple-choice and code questions with the LLM "
+            "(and free-form questions, unless --answer-configs says otherwise)."
+        ),
     ] = "no-rag,central,fed-all,fed-routed-learned",
     limit: Annotated[int, typer.Option(help="Retrieval questions per suite.")] = 100,
     mc_limit: Annotated[int, typer.Option(help="Multiple-choice questions per suite (answered by the LLM).")] = 20,
@@ -70,6 +74,27 @@ def run(
     context_tokens: Annotated[int, typer.Option(help="The model's context window in tokens.")] = 2048,
     mc_max_tokens: Annotated[int, typer.Option(help="Most tokens generated per multiple-choice answer.")] = 96,
     code_max_tokens: Annotated[int, typer.Option(help="Most tokens generated per HumanEval answer.")] = 320,
+    answer_configs: Annotated[
+        str | None,
+        typer.Option(
+            help="Configurations that answer retrieval and unanswerable questions free-form "
+            "(default: those of --llm-configs that retrieve)."
+        ),
+    ] = None,
+    answer_formats: Annotated[
+        str, typer.Option(help="Free-form answer formats to compare: structured (the default), free (the old one).")
+    ] = "structured,free",
+    answer_limit: Annotated[
+        int, typer.Option(help="Retrieval questions per suite answered free-form (a seeded sample; 0: none).")
+    ] = 20,
+    abstain_limit: Annotated[
+        int,
+        typer.Option(help="Unanswerable questions per suite (gold document left out of the federation) answered."),
+    ] = 10,
+    calibration_limit: Annotated[
+        int, typer.Option(help="Further unanswerable questions per suite that calibrate the abstention threshold.")
+    ] = 40,
+    answer_max_tokens: Annotated[int, typer.Option(help="Most tokens generated per free-form answer.")] = 384,
     serve: Annotated[str, typer.Option(help="Silos in process (inprocess, fast) or as processes (process).")] = (
         "inprocess"
     ),
@@ -78,6 +103,7 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed of every sample and partition.")] = 0,
 ) -> None:
     """Run (or resume) an evaluation; writes OUT/report.md, OUT/results.json, OUT/questions.jsonl and plots."""
+    from eval.answering import parse_formats
     from eval.configs import select_configs
     from eval.evaluation import run_evaluation
     from eval.runner import RunOptions
@@ -87,20 +113,35 @@ def run(
         raise ConfigError(f"--serve must be inprocess or process, not '{serve}'")
     try:
         selected = select_configs(configs)
-        answering = {c.name for c in select_configs(llm_configs)} if llm_configs.strip() else set()
+        llm_selected = select_configs(llm_configs) if llm_configs.strip() else []
+        if answer_configs is None:
+            free_form = [c for c in llm_selected if c.retrieves]
+        else:
+            free_form = [c for c in select_configs(answer_configs) if c.retrieves] if answer_configs.strip() else []
+        formats = parse_formats(answer_formats)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    for name, value in (("--limit", limit), ("--mc-limit", mc_limit), ("--code-limit", code_limit)):
+    limits = (
+        ("--limit", limit),
+        ("--mc-limit", mc_limit),
+        ("--code-limit", code_limit),
+        ("--answer-limit", answer_limit),
+        ("--abstain-limit", abstain_limit),
+        ("--calibration-limit", calibration_limit),
+    )
+    for name, value in limits:
         if value < 0:
             raise ConfigError(f"{name} must be 0 or more, not {value}")
-    if min(docs_per_corpus, silos, mc_max_tokens, code_max_tokens) < 1:
-        raise ConfigError("--docs-per-corpus, --silos, --mc-max-tokens and --code-max-tokens must be at least 1")
+    if min(docs_per_corpus, silos, mc_max_tokens, code_max_tokens, answer_max_tokens) < 1:
+        raise ConfigError(
+            "--docs-per-corpus, --silos, --mc-max-tokens, --code-max-tokens and --answer-max-tokens must be at least 1"
+        )
     if restart and out.exists():
         shutil.rmtree(out)
     options = RunOptions(
         out=out,
         configs=tuple(selected),
-        llm_configs=frozenset(answering),
+        llm_configs=frozenset(c.name for c in llm_selected),
         llm_url=llm_url,
         llm_model=model,
         retrieval_limit=limit,
@@ -111,6 +152,12 @@ def run(
         context_tokens=context_tokens,
         mc_max_tokens=mc_max_tokens,
         code_max_tokens=code_max_tokens,
+        answer_configs=frozenset(c.name for c in free_form),
+        answer_formats=formats,
+        answer_limit=answer_limit,
+        abstain_limit=abstain_limit,
+        calibration_limit=calibration_limit,
+        answer_max_tokens=answer_max_tokens,
         serve_mode=serve,  # type: ignore[arg-type]
         seed=seed,
     )

@@ -39,7 +39,8 @@ def machine_description() -> str:
 @contextlib.contextmanager
 def _llm_endpoint(options: RunOptions) -> Iterator[str | None]:
     """The LLM base URL: the given one, the embedded server started here, or None when unneeded."""
-    if options.llm_url or not options.llm_configs & {c.name for c in options.configs}:
+    needed = options.llm_configs & {c.name for c in options.configs} or any(options.answers(c) for c in options.configs)
+    if options.llm_url or not needed:
         yield options.llm_url
         return
     port = free_port()
@@ -91,6 +92,8 @@ def _record_suite(out: Path, name: str, data: SuiteData) -> None:
         "retrieval": len(data.retrieval),
         "multiple_choice": len(data.multiple_choice),
         "code": len(data.code),
+        "unanswerable": len(data.unanswerable),
+        "calibration": len(data.calibration),
         "skipped": data.skipped,
     }
     partial = path.with_suffix(".json.partial")

@@ -18,6 +18,9 @@ Routing, answers and citations:
 
 Uncertainty and latency:
     * :func:`bootstrap_ci` — percentile bootstrap confidence interval of any statistic.
+    * :func:`bootstrap_ratio_ci` — the same for a pooled share ``Σ successes / Σ totals``,
+      resampling the items (answers), not the units they hold (claims).
+    * :func:`interval` — a mean with its interval, as the report writes it.
     * :func:`percentiles` — latency percentiles keyed ``"p50"``, ``"p95"``, ...
 """
 
@@ -35,7 +38,9 @@ __all__ = [
     "Statistic",
     "accuracy",
     "bootstrap_ci",
+    "bootstrap_ratio_ci",
     "citation_validity",
+    "interval",
     "ndcg_at_k",
     "overlap_at_k",
     "pass_at_k",
@@ -290,6 +295,47 @@ def bootstrap_ci(
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(stats, [tail, 1.0 - tail])
     return point, float(low), float(high)
+
+
+def bootstrap_ratio_ci(
+    successes: Sequence[float], totals: Sequence[float], *, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Pooled share ``Σ successes / Σ totals`` with a percentile bootstrap interval over the items.
+
+    Item ``i`` (an answer) holds ``totals[i]`` units (its claims), ``successes[i]`` of them good
+    (supported). The items are resampled with replacement, as :func:`bootstrap_ci` does, so units
+    of one item stay together (a cluster bootstrap). Items with no units are left out.
+
+    Returns:
+        ``(share, low, high)``.
+
+    Raises:
+        ValueError: if the sequences differ in length, no item has units, or a success count
+            exceeds its total.
+    """
+    if len(successes) != len(totals):
+        raise ValueError(f"{len(successes)} success counts for {len(totals)} totals")
+    pairs = [(float(s), float(t)) for s, t in zip(successes, totals, strict=True) if t > 0]
+    if not pairs:
+        raise ValueError("a pooled share needs at least one item with units")
+    if any(not 0 <= s <= t for s, t in pairs):
+        raise ValueError("each success count must lie between 0 and its total")
+    good = np.array([s for s, _ in pairs])
+    units = np.array([t for _, t in pairs])
+
+    def share(indices: FloatArray) -> float:
+        picked = indices.astype(np.int64)
+        return float(good[picked].sum() / units[picked].sum())
+
+    return bootstrap_ci([float(i) for i in range(len(pairs))], statistic=share, resamples=resamples, seed=seed)
+
+
+def interval(values: Sequence[float], seed: int = 0) -> dict[str, float] | None:
+    """``{"mean", "low", "high", "n"}``: the mean of ``values`` with its 95% bootstrap interval (None if empty)."""
+    if not values:
+        return None
+    point, low, high = bootstrap_ci(values, seed=seed)
+    return {"mean": point, "low": low, "high": high, "n": len(values)}
 
 
 def percentiles(samples_ms: Sequence[float], qs: Sequence[float] = (50, 95)) -> dict[str, float]:

@@ -4,6 +4,8 @@
   federated configuration, per suite (routers move left; the target is to stay high).
 - ``accuracy.png``: multiple-choice accuracy per configuration with its 95% interval.
 - ``latency.png``: median time per step (embed, route, search, aggregate, generate).
+- ``answer_quality.png``: the free-form answer rates with their 95% intervals, free (before)
+  and structured (after) side by side, per suite and answering configuration.
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ from typing import Any
 __all__ = ["write_plots"]
 
 _STEPS = ("embed", "route", "search", "aggregate", "generate")
+_ANSWER_RATES = (
+    ("well_formed", "well-formed"),
+    ("degenerate", "degenerate"),
+    ("citation_rate", "cites"),
+    ("gold_citation_rate", "cites gold"),
+    ("supported_claims", "supported claims"),
+    ("abstention_precision", "abstention P"),
+    ("abstention_recall", "abstention R"),
+)
+_FORMAT_COLOURS = {"free": "#c44e52", "structured": "#4c72b0"}
 
 
 def write_plots(out: Path, suites: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -93,4 +105,44 @@ def write_plots(out: Path, suites: Mapping[str, Mapping[str, Any]]) -> list[str]
     fig.savefig(out / "latency.png", dpi=110)
     plt.close(fig)
     written.append("latency.png")
+    if _answer_quality(plt, out, suites):
+        written.append("answer_quality.png")
     return written
+
+
+def _answer_quality(plt: Any, out: Path, suites: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Grouped bars per answer rate, one bar per format; False when no configuration answered free-form."""
+    panels = [
+        (suite, config, figures["free_form"])
+        for suite, configs in suites.items()
+        for config, figures in configs.items()
+        if figures.get("free_form")
+    ]
+    if not panels:
+        return False
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.6 * len(panels)), squeeze=False)
+    for ax, (suite, config, by_format) in zip(axes[:, 0], panels, strict=True):
+        formats = sorted(by_format, key=lambda f: (f != "free", f))
+        width = 0.8 / len(formats)
+        for i, fmt in enumerate(formats):
+            xs, means, lows, highs = [], [], [], []
+            for x, (key, _) in enumerate(_ANSWER_RATES):
+                figure = by_format[fmt].get(key)
+                if not figure:
+                    continue
+                xs.append(x - 0.4 + width * (i + 0.5))
+                means.append(figure["mean"])
+                lows.append(figure["mean"] - figure["low"])
+                highs.append(figure["high"] - figure["mean"])
+            label = {"free": "free (before)", "structured": "structured (after)"}.get(fmt, fmt)
+            ax.bar(xs, means, width, yerr=[lows, highs], capsize=3, label=label, color=_FORMAT_COLOURS.get(fmt))
+        ax.set_xticks(range(len(_ANSWER_RATES)), [text for _, text in _ANSWER_RATES], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("rate (95% interval)")
+        ax.set_title(f"{suite} / {config}: free-form answers")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "answer_quality.png", dpi=110)
+    plt.close(fig)
+    return True

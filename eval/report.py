@@ -16,19 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from eval.answer_quality import summarise_answers, summarise_calibration
 from eval.configs import EvalConfig, standard_configs
-from eval.metrics import bootstrap_ci, overlap_at_k, percentiles
+from eval.metrics import interval, overlap_at_k, percentiles
 
 __all__ = ["STEPS", "summarise", "write_report"]
 
 STEPS = ("embed", "route", "search", "aggregate", "generate")
-
-
-def _interval(values: Sequence[float], seed: int = 0) -> dict[str, float] | None:
-    if not values:
-        return None
-    point, low, high = bootstrap_ci(values, seed=seed)
-    return {"mean": point, "low": low, "high": high, "n": len(values)}
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -56,9 +50,9 @@ def _retrieval(rows: Sequence[Mapping[str, Any]], central: Mapping[str, Sequence
             epsilon[silo] += float(spent)
     return {
         "questions": len(rows),
-        "recall@k": _interval([row["recall"] for row in rows]),
-        "ndcg@10": _interval([row["ndcg"] for row in rows]),
-        "overlap@k_vs_central": _interval(overlaps),
+        "recall@k": interval([row["recall"] for row in rows]),
+        "ndcg@10": interval([row["ndcg"] for row in rows]),
+        "overlap@k_vs_central": interval(overlaps),
         "silo_fraction": _mean(len(row["silos_asked"]) / max(1, row["silos_total"]) for row in rows),
         "silos_asked": _mean(len(row["silos_asked"]) for row in rows),
         "silo_recall": _mean(row.get("silo_recall") for row in rows),
@@ -75,7 +69,7 @@ def _answers(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "questions": len(rows),
         "errors": sum(1 for row in rows if "error" in row),
-        "accuracy": _interval([1.0 if row["correct"] else 0.0 for row in graded]),
+        "accuracy": interval([1.0 if row["correct"] else 0.0 for row in graded]),
         "unparseable": sum(1 for row in graded if row.get("unparseable")),
         "citation_validity": _mean(row.get("citation_validity") for row in rows),
         "prompt_tokens": _mean(t.get("prompt") for t in tokens),
@@ -93,7 +87,7 @@ def _code(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "problems": len(rows),
         "errors": sum(1 for row in rows if "error" in row),
-        "pass@1": _interval([1.0 if row["passed"] else 0.0 for row in graded]),
+        "pass@1": interval([1.0 if row["passed"] else 0.0 for row in graded]),
         "sandbox": dict(sorted(statuses.items())),
         "latency_ms": _latency(rows),
     }
@@ -113,19 +107,111 @@ def summarise(rows: Iterable[Mapping[str, Any]], *, k: int = 10) -> dict[str, An
         summary: dict[str, Any] = {}
         for name in sorted(configs, key=lambda n: order.get(n, len(order))):
             kinds = configs[name]
+            free_form = {
+                kind.removeprefix("answer:"): summarise_answers(rows)
+                for kind, rows in sorted(kinds.items())
+                if kind.startswith("answer:")
+            }
             summary[name] = {
                 "retrieval": _retrieval(kinds["retrieval"], central, k) if kinds.get("retrieval") else None,
                 "multiple_choice": _answers(kinds["mc"]) if kinds.get("mc") else None,
                 "code": _code(kinds["code"]) if kinds.get("code") else None,
+                "free_form": free_form or None,
+                "abstention_calibration": summarise_calibration([r for rows in kinds.values() for r in rows])
+                if kinds.get("calibration")
+                else None,
             }
         suites[suite] = summary
     return suites
 
 
-def _fmt(interval: Mapping[str, float] | None, digits: int = 3) -> str:
-    if not interval:
+def _fmt(figure: Mapping[str, float] | None, digits: int = 3) -> str:
+    if not figure:
         return "–"
-    return f"{interval['mean']:.{digits}f} [{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
+    return f"{figure['mean']:.{digits}f} [{figure['low']:.{digits}f}, {figure['high']:.{digits}f}]"
+
+
+def _fmt_n(figure: Mapping[str, float] | None, digits: int = 2) -> str:
+    return f"{_fmt(figure, digits)} ({figure['n']:g})" if figure else "–"
+
+
+# (label, key in the free-form summary, digits): the rows of the before/after table.
+FREE_FORM_METRICS = (
+    ("well-formed (LLM answers)", "well_formed", 2),
+    ("degenerate (loop, empty or cut by length)", "degenerate", 2),
+    ("cites a source (answerable, sources retrieved)", "citation_rate", 2),
+    ("cites a gold document (gold among the sources)", "gold_citation_rate", 2),
+    ("supported claims (pooled; n = claims)", "supported_claims", 2),
+    ("grounded answers (answerable)", "grounded", 2),
+    ("abstention precision (n = abstentions)", "abstention_precision", 2),
+    ("abstention recall (n = unanswerable)", "abstention_recall", 2),
+    ("generate ms (mean)", "generate_ms", 0),
+)
+
+
+def _free_form_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The before (free) / after (structured) table of every configuration that answered free-form."""
+    answering = [(name, f["free_form"]) for name, f in summary.items() if f.get("free_form")]
+    if not answering:
+        return []
+    formats = sorted({fmt for _, by_format in answering for fmt in by_format}, key=lambda f: (f != "free", f))
+    label = {"free": "free (before)", "structured": "structured (after)"}
+    lines = [
+        "",
+        "### Free-form answers (before: the old free prompt and sampling; after: structured, the new default)",
+        "",
+        "Answerable retrieval questions (a seeded sample) and unanswerable ones (gold document in no silo), "
+        "the same questions and retrieval for both formats. Cells: mean [95% interval] (n).",
+        "",
+        "| config | metric | " + " | ".join(label.get(f, f) for f in formats) + " |",
+        "|---|---|" + "---|" * len(formats),
+    ]
+    for name, by_format in answering:
+        counts = [by_format.get(f) or {} for f in formats]
+        cells = [
+            f"{c.get('answerable', 0)} + {c.get('unanswerable', 0)}; {c.get('gateway_abstained', 0)} abstained "
+            f"by the gateway; {c.get('errors', 0)} errors"
+            for c in counts
+        ]
+        lines.append(f"| {name} | answerable + unanswerable questions | " + " | ".join(cells) + " |")
+        for text, key, digits in FREE_FORM_METRICS:
+            lines.append(f"| {name} | {text} | " + " | ".join(_fmt_n(c.get(key), digits) for c in counts) + " |")
+        reasons = [", ".join(f"{r} {n}" for r, n in (c.get("finish_reasons") or {}).items()) or "–" for c in counts]
+        lines.append(f"| {name} | finish reasons | " + " | ".join(reasons) + " |")
+    return lines
+
+
+def _scores(distribution: Mapping[str, Any]) -> str:
+    if "median" not in distribution:
+        return f"{distribution['n']}: –"
+    return f"{distribution['n']}: {distribution['p10']:.3f} / {distribution['median']:.3f} / {distribution['p90']:.3f}"
+
+
+def _calibration_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The calibrated abstention thresholds and the best-score distributions behind them."""
+    calibrated = [(name, f["abstention_calibration"]) for name, f in summary.items() if f.get("abstention_calibration")]
+    if not calibrated:
+        return []
+    lines = [
+        "",
+        "### Abstention threshold (`abstain_below`, used by the structured answers)",
+        "",
+        "Calibrated on questions none of the answered ones is: the other retrieval questions (answerable) and "
+        "held-out unanswerable ones. The highest recall of abstaining with precision at least "
+        f"{calibrated[0][1]['min_precision']:g} (else the best F1). Best retrieval scores: n: p10 / median / p90.",
+        "",
+        "| config | abstain_below | rule | precision | recall | answerable (calibration) "
+        "| unanswerable (calibration) | answerable (evaluated) | unanswerable (evaluated) |",
+        "|---|---:|---|---:|---:|---|---|---|---|",
+    ]
+    for name, c in calibrated:
+        threshold = "–" if c["threshold"] is None else f"{c['threshold']:.4f}"
+        lines.append(
+            f"| {name} | {threshold} | {c['rule']} | {_num(c['precision'])} | {_num(c['recall'])} "
+            f"| {_scores(c['answerable'])} | {_scores(c['unanswerable'])} "
+            f"| {_scores(c['evaluated_answerable'])} | {_scores(c['evaluated_unanswerable'])} |"
+        )
+    return lines
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -148,7 +234,12 @@ def _markdown(results: Mapping[str, Any], configs: Mapping[str, EvalConfig]) -> 
         if info:
             lines.append(
                 f"{info['documents']} documents in the silos; {info['retrieval']} retrieval questions, "
-                f"{info['multiple_choice']} multiple-choice questions, {info['code']} code problems."
+                f"{info['multiple_choice']} multiple-choice questions, {info['code']} code problems"
+                + (
+                    f"; {info['unanswerable']} unanswerable questions and {info['calibration']} for calibration."
+                    if info.get("unanswerable") or info.get("calibration")
+                    else "."
+                )
             )
             for reason in info.get("skipped", []):
                 lines.append(f"- skipped: {reason}")
@@ -189,6 +280,8 @@ def _markdown(results: Mapping[str, Any], configs: Mapping[str, EvalConfig]) -> 
                     f"| {_num(mc.get('citation_validity'))} | {_fmt(code.get('pass@1'))} ({code.get('problems', 0)}) "
                     f"| {_num(generate, 0)} | {_num(mc.get('prompt_tokens'), 0)} |"
                 )
+        lines += _free_form_lines(summary)
+        lines += _calibration_lines(summary)
         lines += ["", "### Latency per step (p50 / p95 ms, retrieval questions)", ""]
         lines += ["| config | " + " | ".join(STEPS[:4]) + " |", "|---|" + "---:|" * 4]
         for name, figures in summary.items():

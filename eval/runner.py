@@ -7,6 +7,13 @@ disjoint from the evaluation questions, then serves each configuration's silos a
 its questions through the gateway's own :class:`gateway.pipeline.Pipeline`. Rows go to
 ``OUT/questions.jsonl`` as they are produced (:class:`eval.records.QuestionLog`), so an
 interrupted run continues where it stopped.
+
+Configurations that answer free-form (``answer_configs``) also answer a seeded sample of the
+retrieval questions and the suite's unanswerable ones, once per answer format
+(:mod:`eval.answering`; rows of kind ``answer:<format>``). Before the structured answers, the
+abstention threshold is calibrated (:func:`eval.abstention.calibrate_threshold`) on questions
+none of them is: the other retrieval questions and held-out unanswerable ones (rows of kind
+``calibration``).
 """
 
 from __future__ import annotations
@@ -23,19 +30,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aggregation import Passage, make_merger
+from eval.abstention import calibrate_threshold, calibration_sample
+from eval.answering import (
+    ANSWER_FORMATS,
+    REASONING_LOG_CHARS,
+    AnswerFormat,
+    answer_fields,
+    format_settings,
+    kind_settings,
+)
 from eval.builder import BuiltFederation, ServeMode, build_federation, serve_silos
 from eval.configs import EvalConfig
-from eval.datasets import CodeProblem, MultipleChoiceQuestion, RetrievalQuestion
+from eval.datasets import RetrievalQuestion
 from eval.embedding_cache import CachingEncoder
+from eval.grading import grade, pose
 from eval.metrics import citation_validity, ndcg_at_k, recall_at_k, silo_recall
 from eval.partition import PartitionName, document_vectors, partition_documents
 from eval.records import QuestionLog
-from eval.sandbox import extract_completion, humaneval_program, run_code_check
 from eval.suites import SuiteData, corpus_description, load_suite
 from federation.config import (
     ChunkingSettings,
     DPSettings,
     GatewaySettings,
+    GroundingSettings,
     LLMEndpointSettings,
     RetrievalSettings,
 )
@@ -45,21 +62,15 @@ from federation.identity import Identity
 from federation.signing import RequestSigner
 from gateway.app import llm_settings
 from gateway.fanout import SiloPool
+from gateway.generation import Generated, Generator
 from gateway.llm_client import LLMClient
 from gateway.pipeline import ExecutorRun, Pipeline
-from gateway.prompting import build_messages, parse_answer
 from gateway.router_training import label_questions, train_router
 from router import make_router
 
 __all__ = ["Progress", "RunOptions", "run_suite"]
 
 logger = logging.getLogger(__name__)
-
-LETTERS = "ABCDEFGHIJ"
-CODE_INSTRUCTION = (
-    "Complete the following Python function. Reply with the whole function, "
-    "including its signature, in one ```python code block."
-)
 
 
 class Progress:
@@ -78,12 +89,18 @@ class Progress:
 _IDENTITY_FIELDS = (
     "llm_model", "retrieval_limit", "mc_limit", "code_limit", "docs_per_corpus", "silos", "k", "k_per_silo",
     "max_silos", "router_training_questions", "mc_max_tokens", "code_max_tokens", "context_tokens", "seed",
+    "answer_limit", "abstain_limit", "calibration_limit", "answer_max_tokens",
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What a run asks (the part that decides its questions and answers is kept in ``OUT/run.json``)."""
+    """What a run asks (the part that decides its questions and answers is kept in ``OUT/run.json``).
+
+    ``answer_configs`` answer ``answer_limit`` retrieval questions and ``abstain_limit``
+    unanswerable ones free-form in each of ``answer_formats``; ``calibration_limit`` more
+    unanswerable questions calibrate the structured format's abstention threshold.
+    """
 
     out: Path
     configs: tuple[EvalConfig, ...]
@@ -102,6 +119,12 @@ class RunOptions:
     mc_max_tokens: int = 96
     code_max_tokens: int = 320
     context_tokens: int = 2048
+    answer_configs: frozenset[str] = frozenset()
+    answer_formats: tuple[AnswerFormat, ...] = ANSWER_FORMATS
+    answer_limit: int = 20
+    abstain_limit: int = 10
+    calibration_limit: int = 40
+    answer_max_tokens: int = 384
     llm_timeout_s: float = 300.0
     serve_mode: ServeMode = "inprocess"
     seed: int = 0
@@ -109,6 +132,10 @@ class RunOptions:
     def identity(self) -> dict[str, Any]:
         """The options that decide questions and answers: a resumed run must use the same."""
         return {key: getattr(self, key) for key in _IDENTITY_FIELDS}
+
+    def answers(self, config: EvalConfig) -> bool:
+        """Whether ``config`` answers retrieval and unanswerable questions free-form."""
+        return config.retrieves and config.name in self.answer_configs and bool(self.answer_formats)
 
 
 def _doc_ids(passages: Sequence[Passage], k: int) -> list[str]:
@@ -127,6 +154,19 @@ def passage_key(passage: Passage) -> str:
     return hashlib.sha256(f"{passage.doc_id}\0{passage.text}".encode()).hexdigest()[:16]
 
 
+@dataclass
+class Served:
+    """A configuration's silos being served, and the pipeline over them."""
+
+    pipeline: Pipeline
+    pool: SiloPool
+    run: ExecutorRun
+
+    def variant(self, llm: LLMEndpointSettings, grounding: GroundingSettings | None = None) -> Pipeline:
+        """The same pipeline (silos, router, encoder, LLM client) with other generation and grounding settings."""
+        return self.pipeline.with_generation(llm, grounding)
+
+
 class SuiteRun:
     """One suite of one run: federations, routers, and the questions of every configuration."""
 
@@ -141,6 +181,15 @@ class SuiteRun:
         self.progress = progress
         self.root = options.out / "federations" / self.name
         self._federations: dict[str, BuiltFederation] = {}
+        # The retrieval questions answered free-form: a seeded sample spread over the corpora (the
+        # questions are sorted by corpus, so the first ones would all be about one); the others
+        # are the answerable side of the abstention calibration.
+        retrieval = data.retrieval
+        picked = random.Random(f"{options.seed}:answer:{self.name}").sample(
+            range(len(retrieval)), min(options.answer_limit, len(retrieval))
+        )
+        self.answered = [retrieval[i] for i in sorted(picked)]
+        self._answered_ids = {q.id for q in self.answered}
 
     # building -------------------------------------------------------------------------
     def federation(self, config: EvalConfig) -> BuiltFederation:
@@ -182,7 +231,7 @@ class SuiteRun:
 
     # serving --------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def pipeline(self, config: EvalConfig, llm: LLMClient | None) -> AsyncIterator[tuple[Pipeline, SiloPool]]:
+    async def pipeline(self, config: EvalConfig, llm: LLMClient | None) -> AsyncIterator[Served]:
         """A pipeline over the configuration's silos, served as the options say."""
         federation = self.federation(config)
         dp = None
@@ -204,18 +253,16 @@ class SuiteRun:
             client = llm or LLMClient(llm_settings(settings))
             try:
                 await pool.refresh_cards(force=True)
-                yield (
-                    Pipeline(
-                        settings,
-                        encoder=self.encoder.inner,
-                        pool=pool,
-                        router=router,
-                        merger=make_merger(cfg.merger),
-                        llm=client,
-                        executor_run=run,
-                    ),
-                    pool,
+                pipeline = Pipeline(
+                    settings,
+                    encoder=self.encoder.inner,
+                    pool=pool,
+                    router=router,
+                    merger=make_merger(cfg.merger),
+                    llm=client,
+                    executor_run=run,
                 )
+                yield Served(pipeline, pool, run)
             finally:
                 await pool.aclose()
                 if llm is None:
@@ -230,14 +277,7 @@ class SuiteRun:
         return GatewaySettings(
             federation_file=federation.federation_file,
             key_file=federation.gateway_key_file,
-            llm=LLMEndpointSettings(
-                base_url=o.llm_url or "http://127.0.0.1:9",
-                model=o.llm_model,
-                timeout_s=o.llm_timeout_s,
-                max_tokens=o.mc_max_tokens,
-                temperature=0.0,
-                context_tokens=o.context_tokens,
-            ),
+            llm=self.llm_endpoint(),
             retrieval=RetrievalSettings(
                 router=config.router if config.kind == "federated" else "all",
                 router_model=router_model,
@@ -249,6 +289,23 @@ class SuiteRun:
                 breaker_failures=1000,
             ),
         )
+
+    def llm_endpoint(self) -> LLMEndpointSettings:
+        """The LLM settings every answer starts from (greedy; each kind of question bounds its own tokens)."""
+        o = self.options
+        return LLMEndpointSettings(
+            base_url=o.llm_url or "http://127.0.0.1:9",
+            model=o.llm_model,
+            timeout_s=o.llm_timeout_s,
+            max_tokens=o.mc_max_tokens,
+            temperature=0.0,
+            context_tokens=o.context_tokens,
+        )
+
+    def _kind_llm(self, kind: str) -> LLMEndpointSettings:
+        """The generation settings of a multiple-choice (``mc``) or ``code`` answer."""
+        o = self.options
+        return kind_settings(self.llm_endpoint(), kind, o.mc_max_tokens if kind == "mc" else o.code_max_tokens)
 
     def router_model(self, partition: PartitionName) -> Path:
         """Where the learned router of ``partition`` is saved (by :meth:`train_router`)."""
@@ -264,9 +321,9 @@ class SuiteRun:
             f"{self.name}: labelling {len(questions)} router training questions ({partition})", len(questions)
         )
         config = EvalConfig(f"train@{partition}", "federated", partition)
-        async with self.pipeline(config, None) as (_, pool):
+        async with self.pipeline(config, None) as served:
             examples = await label_questions(
-                questions, encoder=self.encoder, pool=pool, k=self.options.k, on_question=self.progress.advance
+                questions, encoder=self.encoder, pool=served.pool, k=self.options.k, on_question=self.progress.advance
             )
         try:
             router, _ = train_router(examples)  # calibrated to 0.95 of all-silo recall, as `fedrag router train`
@@ -294,7 +351,29 @@ class SuiteRun:
         if config.name in self.options.llm_configs:
             todo += [("mc", q) for q in self.data.multiple_choice]
             todo += [("code", p) for p in self.data.code]
+        if self.options.answers(config):
+            if "structured" in self.options.answer_formats:
+                todo += [("calibration", q) for q in self.data.calibration]
+            for answer_format in self.options.answer_formats:
+                todo += [(f"answer:{answer_format}", q) for q in [*self.answered, *self.data.unanswerable]]
         return [(kind, q) for kind, q in todo if (self.name, config.name, kind, q.id) not in self.log]
+
+    def abstain_below(self, config: EvalConfig) -> float | None:
+        """The structured answers' abstention threshold, calibrated on ``config``'s calibration rows in the log."""
+        rows = [r for r in self.log.rows() if r["suite"] == self.name and r["config"] == config.name]
+        choice = calibrate_threshold(*calibration_sample(rows))
+        if choice.threshold is None:
+            self.progress.note(f"{self.name}/{config.name}: no abstention threshold could be calibrated")
+        return choice.threshold
+
+    def _answering(self, served: Served, config: EvalConfig, answer_format: str) -> Pipeline:
+        """The pipeline of one free-form answer format (structured: abstaining below the calibrated threshold)."""
+        fmt = next(f for f in ANSWER_FORMATS if f == answer_format)
+        llm = format_settings(self.llm_endpoint(), fmt).model_copy(
+            update={"max_tokens": self.options.answer_max_tokens}
+        )
+        threshold = self.abstain_below(config) if fmt == "structured" else None
+        return served.variant(llm, GroundingSettings(abstain_below=threshold))
 
     async def run_config(self, config: EvalConfig, llm: LLMClient | None) -> None:
         """Ask every pending question of ``config`` and log the rows."""
@@ -311,13 +390,23 @@ class SuiteRun:
                 self.log.append(await self._no_rag(config, kind, question, llm))
                 self.progress.advance()
             return
-        async with self.pipeline(config, llm) as (pipeline, _):
+        async with self.pipeline(config, llm) as served:
             federation = self.federation(config)
+            pipelines: dict[str, Pipeline] = {}  # per kind of answer, made when first needed
             for kind, question in todo:
                 if kind == "retrieval":
-                    row = await self._retrieval(config, question, pipeline, federation)
+                    row = await self._retrieval(config, question, served.pipeline, federation)
+                elif kind == "calibration":
+                    row = await self._calibration(config, question, served.pipeline)
+                elif kind.startswith("answer:"):
+                    if kind not in pipelines:  # after every calibration row: they come first
+                        pipelines[kind] = self._answering(served, config, kind.removeprefix("answer:"))
+                    row = await self._free_form(config, kind, question, pipelines[kind])
                 else:
-                    row = await self._answer(config, kind, question, pipeline)
+                    if kind not in pipelines:
+                        # multiple choice and code are graded on what the model writes: no abstention
+                        pipelines[kind] = served.variant(self._kind_llm(kind), GroundingSettings(abstain_below=None))
+                    row = await self._answer(config, kind, question, pipelines[kind])
                 self.log.append(row)
                 self.progress.advance()
 
@@ -349,8 +438,36 @@ class SuiteRun:
             silos_relevant=sorted(relevant),
             silos_total=len(federation.silo_docs),
             silo_recall=silo_recall(asked, relevant),
+            best_score=retrieval.best_score,
+            split="answer" if q.id in self._answered_ids else "calibration",
             **_costs(retrieval.timings_ms, retrieval.outcomes, config),
         )
+        return row
+
+    async def _calibration(self, config: EvalConfig, q: RetrievalQuestion, pipeline: Pipeline) -> dict[str, Any]:
+        """An unanswerable calibration question: only its best retrieval score matters."""
+        row = self._row(config, "calibration", q.id, q.dataset, q.question)
+        retrieval = await pipeline.retrieve(q.question)
+        row.update(
+            gold=sorted(q.gold_doc_ids),
+            retrieved=_doc_ids(retrieval.ranked, self.options.k),
+            best_score=retrieval.best_score,
+            **_costs(retrieval.timings_ms, retrieval.outcomes, config),
+        )
+        return row
+
+    async def _free_form(
+        self, config: EvalConfig, kind: str, q: RetrievalQuestion, pipeline: Pipeline
+    ) -> dict[str, Any]:
+        """A retrieval or unanswerable question answered in one format (``kind`` is ``answer:<format>``)."""
+        row = self._row(config, kind, q.id, q.dataset, q.question)
+        row.update(answerable=q.id in self._answered_ids, gold=sorted(q.gold_doc_ids))
+        try:
+            response = await pipeline.answer(q.question, max_tokens=self.options.answer_max_tokens)
+        except FedragError as exc:
+            row.update(error=f"{exc.code}: {exc}")
+            return row
+        row.update(answer_fields(response))
         return row
 
     async def _answer(self, config: EvalConfig, kind: str, q: Any, pipeline: Pipeline) -> dict[str, Any]:
@@ -361,70 +478,62 @@ class SuiteRun:
         except FedragError as exc:
             row.update(error=f"{exc.code}: {exc}")
             return row
-        trace = response.trace
+        fields = answer_fields(response)
         row.update(
-            answer=response.answer,
-            reasoning=response.reasoning[:2000],
-            cited=[c.number for c in response.citations if c.cited],
-            sources=[c.doc_id for c in response.citations],
+            {key: fields[key] for key in _ANSWER_KEYS},
             citation_validity=citation_validity(
                 [c.number for c in response.citations if c.cited] + response.invalid_citations,
                 [c.number for c in response.citations],
             ),
-            silos_asked=[s.silo for s in trace.silos if s.outcome != "not_asked"],
-            silos_total=len(trace.silos),
-            timings_ms=trace.timings_ms,
-            bytes=trace.bytes_exchanged,
-            llm_tokens=trace.llm_tokens,
-            partial=trace.partial,
+            silos_total=len(response.trace.silos),
         )
-        row.update(self._grade(kind, q, response.answer, response.choice))
+        row.update(grade(q, response.answer, response.choice))
         return row
 
     async def _no_rag(self, config: EvalConfig, kind: str, q: Any, llm: LLMClient) -> dict[str, Any]:
         question, choices, max_tokens = self._prompt(kind, q)
         row = self._row(config, kind, q.id, q.dataset, question)
+        generator = Generator(llm, self._kind_llm(kind))  # the gateway's generation, without sources
         started = time.perf_counter()
+        generated: Generated | None = None
         try:
-            result = await llm.chat(
-                build_messages(question, [], choices=choices, allow_no_context=True), max_tokens=max_tokens
-            )
+            async for event in generator.stream(
+                question, [], choices=choices, allow_no_context=True, max_tokens=max_tokens
+            ):
+                if isinstance(event, Generated):
+                    generated = event
         except FedragError as exc:
             row.update(error=f"{exc.code}: {exc}")
             return row
-        parsed = parse_answer(result.content, reasoning_content=result.reasoning, source_numbers=[], choices=choices)
+        if generated is None:
+            row.update(error="llm_invalid_reply: the answer stream ended without an answer")
+            return row
+        parsed = generated.parsed
         row.update(
             answer=parsed.answer,
-            reasoning=parsed.reasoning[:2000],
+            reasoning=parsed.reasoning[:REASONING_LOG_CHARS],
+            answer_format=generated.answer_format,
+            well_formed=generated.well_formed,
+            finish_reason=generated.finish_reason,
+            loop_detected=generated.loop_field is not None,
             timings_ms={"generate": (time.perf_counter() - started) * 1000},
             bytes=0,
-            llm_tokens={"prompt": result.prompt_tokens, "completion": result.completion_tokens},
+            llm_tokens={"prompt": generated.prompt_tokens, "completion": generated.completion_tokens},
             silos_asked=[],
         )
-        row.update(self._grade(kind, q, parsed.answer, parsed.choice))
+        row.update(grade(q, parsed.answer, parsed.choice))
         return row
 
     def _prompt(self, kind: str, q: Any) -> tuple[str, list[str] | None, int]:
-        if kind == "mc":
-            mc: MultipleChoiceQuestion = q
-            return mc.question, list(mc.choices), self.options.mc_max_tokens
-        problem: CodeProblem = q
-        return f"{CODE_INSTRUCTION}\n\n```python\n{problem.prompt}```", None, self.options.code_max_tokens
+        question, choices = pose(q)
+        return question, choices, self.options.mc_max_tokens if kind == "mc" else self.options.code_max_tokens
 
-    def _grade(self, kind: str, q: Any, answer: str, choice: str | None) -> dict[str, Any]:
-        if kind == "mc":
-            picked = LETTERS.index(choice) if choice and choice in LETTERS[: len(q.choices)] else None
-            return {
-                "choice": picked,
-                "answer_index": q.answer,
-                "correct": picked == q.answer,
-                "unparseable": picked is None,
-            }
-        problem: CodeProblem = q
-        completion = extract_completion(answer, problem.prompt, problem.entry_point)
-        program = humaneval_program(problem.prompt, completion, problem.test, problem.entry_point)
-        result = run_code_check(program)
-        return {"passed": result.status == "passed", "sandbox": result.status, "sandbox_detail": result.detail[-500:]}
+
+# What a multiple-choice or code row keeps of the answer (free-form rows keep every answer field).
+_ANSWER_KEYS = (
+    "answer", "reasoning", "cited", "sources", "finish_reason", "well_formed", "loop_detected", "silos_asked",
+    "timings_ms", "bytes", "llm_tokens", "partial",
+)  # fmt: skip
 
 
 def _costs(timings: dict[str, float], outcomes: Sequence[Any], config: EvalConfig) -> dict[str, Any]:
@@ -445,6 +554,7 @@ async def run_suite(
     options: RunOptions, suite: str, encoder: Encoder, log: QuestionLog, progress: Progress, llm: LLMClient | None
 ) -> SuiteData:
     """Run every configuration of ``options`` on ``suite``; rows go to ``log``."""
+    answering = any(options.answers(c) for c in options.configs)
     data = load_suite(
         suite,
         retrieval_limit=options.retrieval_limit,
@@ -452,6 +562,8 @@ async def run_suite(
         code_limit=options.code_limit,
         docs_per_corpus=options.docs_per_corpus,
         seed=options.seed,
+        abstain_limit=options.abstain_limit if answering else 0,
+        calibration_limit=options.calibration_limit if answering else 0,
     )
     for reason in data.skipped:
         progress.note(f"skipped: {reason}")

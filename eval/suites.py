@@ -11,6 +11,13 @@
 
 A run ingests a sample of each corpus: every gold document of the sampled questions plus
 seeded random others up to ``docs_per_corpus``, so recall is measured against distractors.
+
+*Unanswerable* questions come from the same generators, drawn after the documents are chosen
+among the terms (FAQ sections) that were not ingested, so the right answer is that the sources
+do not contain it. Their gold documents are in no silo of any partition nor in the central
+index; a question whose gold document shares its title with an ingested document (the same
+concept in another corpus) is not drawn. Drawing them changes neither the answerable questions
+nor the documents of a seed, so federations built before are reused.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from eval.datasets import (
     ontology_questions,
     python_faq_questions,
 )
+from eval.datasets._sources import seeded_sample
 from federation.errors import ConfigError
 from silo_node.corpora import CORPORA, load_corpus
 from silo_node.ingest.readers import SourceDocument
@@ -46,6 +54,10 @@ _T = TypeVar("_T")
 _ONTOLOGY_QA_CORPORA = ("mondo", "hpo", "uberon", "cl")
 
 
+UnanswerableDraw = Callable[[int, int, Mapping[str, list[SourceDocument]], frozenset[str]], list[RetrievalQuestion]]
+"""(limit, seed, corpora, excluded gold ids) -> retrieval questions about none of the excluded documents."""
+
+
 @dataclass(frozen=True)
 class Suite:
     """A suite: its corpora and how its questions are drawn."""
@@ -55,11 +67,16 @@ class Suite:
     retrieval: Callable[[int, int, Mapping[str, list[SourceDocument]]], list[RetrievalQuestion]]
     multiple_choice: Callable[[int, int], list[MultipleChoiceQuestion]]
     code: Callable[[int, int], list[CodeProblem]] | None = None
+    unanswerable: UnanswerableDraw | None = None
 
 
 @dataclass
 class SuiteData:
-    """What one run of a suite uses: documents and questions (each list may be empty)."""
+    """What one run of a suite uses: documents and questions (each list may be empty).
+
+    ``unanswerable`` questions (evaluated) and ``calibration`` ones (held out to calibrate the
+    abstention threshold) have gold documents that are not among ``documents``.
+    """
 
     suite: Suite
     documents: list[SourceDocument]
@@ -67,6 +84,8 @@ class SuiteData:
     multiple_choice: list[MultipleChoiceQuestion]
     code: list[CodeProblem]
     skipped: list[str] = field(default_factory=list)  # what could not be loaded, and why
+    unanswerable: list[RetrievalQuestion] = field(default_factory=list)
+    calibration: list[RetrievalQuestion] = field(default_factory=list)
 
 
 def _sample(items: Sequence[MultipleChoiceQuestion], limit: int, seed: int) -> list[MultipleChoiceQuestion]:
@@ -76,13 +95,17 @@ def _sample(items: Sequence[MultipleChoiceQuestion], limit: int, seed: int) -> l
     return [items[i] for i in sorted(picked)]
 
 
-def _ontology_retrieval(limit: int, seed: int, corpora: Mapping[str, list[SourceDocument]]) -> list[RetrievalQuestion]:
+def _ontology_retrieval(
+    limit: int, seed: int, corpora: Mapping[str, list[SourceDocument]], exclude: frozenset[str] = frozenset()
+) -> list[RetrievalQuestion]:
     available = [c for c in _ONTOLOGY_QA_CORPORA if corpora.get(c)]
     questions: list[RetrievalQuestion] = []
     for i, corpus in enumerate(available):
         share = limit // len(available) + (1 if i < limit % len(available) else 0)
         if share:
-            questions += ontology_questions(corpus, limit=share, seed=seed, documents=corpora[corpus])
+            questions += ontology_questions(
+                corpus, limit=share, seed=seed, exclude_doc_ids=exclude, documents=corpora[corpus]
+            )
     return questions
 
 
@@ -99,6 +122,13 @@ def _faq(limit: int, seed: int, corpora: Mapping[str, list[SourceDocument]]) -> 
     return python_faq_questions(limit=limit, seed=seed, documents=corpora["python-docs"])
 
 
+def _faq_unanswerable(
+    limit: int, seed: int, corpora: Mapping[str, list[SourceDocument]], exclude: frozenset[str]
+) -> list[RetrievalQuestion]:
+    every = _faq(len(corpora.get("python-docs", ())), seed, corpora)
+    return seeded_sample([q for q in every if not q.gold_doc_ids & exclude], limit, seed)
+
+
 def _humaneval(limit: int, seed: int) -> list[CodeProblem]:
     problems = load_humaneval()
     if limit >= len(problems):
@@ -112,8 +142,11 @@ SUITES: dict[str, Suite] = {
         ("mondo", "hpo", "uberon", "cl", "wiki", "wordnet"),
         _ontology_retrieval,
         _mmlu(MMLU_MED_SUBJECTS),
+        unanswerable=_ontology_retrieval,
     ),
-    "code": Suite("code", ("python-docs", "pydocs"), _faq, _mmlu(MMLU_CS_SUBJECTS), _humaneval),
+    "code": Suite(
+        "code", ("python-docs", "pydocs"), _faq, _mmlu(MMLU_CS_SUBJECTS), _humaneval, unanswerable=_faq_unanswerable
+    ),
 }
 
 
@@ -134,11 +167,15 @@ def load_suite(
     code_limit: int,
     docs_per_corpus: int,
     seed: int = 0,
+    abstain_limit: int = 0,
+    calibration_limit: int = 0,
 ) -> SuiteData:
     """Draw a suite's questions and the documents its silos hold.
 
-    A corpus or dataset whose package is missing is skipped and named in ``skipped``
-    (the report says so); a suite left with no documents is an error.
+    ``abstain_limit`` unanswerable questions and ``calibration_limit`` more, disjoint from them,
+    are drawn after the documents (see the module docstring); fewer if fewer qualify, the
+    evaluated ones first. A corpus or dataset whose package is missing is skipped and named in
+    ``skipped`` (the report says so); a suite left with no documents is an error.
     """
     if name not in SUITES:
         raise ConfigError(f"unknown suite '{name}': choose from {', '.join(SUITES)} or 'all'")
@@ -169,6 +206,9 @@ def load_suite(
     missing = [q for q in retrieval if not q.gold_doc_ids & held]
     if missing:
         skipped.append(f"{len(missing)} retrieval questions whose gold documents are in no loaded corpus")
+    unanswerable, calibration = _unanswerable(
+        suite, abstain_limit, calibration_limit, seed, corpora, documents, skipped
+    )
     return SuiteData(
         suite,
         documents,
@@ -176,7 +216,38 @@ def load_suite(
         mc,
         code,
         skipped,
+        unanswerable,
+        calibration,
     )
+
+
+def _unanswerable(
+    suite: Suite,
+    abstain_limit: int,
+    calibration_limit: int,
+    seed: int,
+    corpora: Mapping[str, list[SourceDocument]],
+    documents: Sequence[SourceDocument],
+    skipped: list[str],
+) -> tuple[list[RetrievalQuestion], list[RetrievalQuestion]]:
+    """Questions whose gold documents are not ingested: (evaluated, calibration)."""
+    wanted = abstain_limit + calibration_limit
+    draw = suite.unanswerable
+    if draw is None or wanted == 0:
+        return [], []
+    held = {d.doc_id for d in documents}
+    titles = {d.title.casefold() for d in documents if d.title}
+    # Not held, and no held document under the same title (the same concept in another corpus).
+    exclude = frozenset(held) | {
+        d.doc_id for docs in corpora.values() for d in docs if d.title and d.title.casefold() in titles
+    }
+    pool = _attempt(f"{suite.name} unanswerable questions", skipped, lambda: list(draw(wanted, seed, corpora, exclude)))
+    if any(q.gold_doc_ids & held for q in pool):
+        raise RuntimeError("an unanswerable question's gold document was ingested")  # a defect, not bad data
+    order = list(range(len(pool)))
+    random.Random(f"{seed}:unanswerable:{suite.name}").shuffle(order)
+    evaluated = sorted(order[:abstain_limit])
+    return [pool[i] for i in evaluated], [pool[i] for i in sorted(order[abstain_limit:])]
 
 
 def corpus_description(silo: str) -> str:

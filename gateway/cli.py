@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from federation.config import GatewaySettings, LLMEndpointSettings, RetrievalSettings
+from federation.config import GatewaySettings, GroundingSettings, LLMEndpointSettings, RetrievalSettings
 from federation.errors import ConfigError, FedragError, UpstreamError
 
 console = Console()
@@ -49,6 +49,23 @@ def serve(
     lora_adapter: Annotated[str | None, typer.Option(help="A served LoRA adapter to answer with.")] = None,
     context_tokens: Annotated[int, typer.Option(help="The model's context window in tokens.")] = 2048,
     max_tokens: Annotated[int, typer.Option(help="Most tokens generated per answer.")] = 384,
+    answer_format: Annotated[
+        str,
+        typer.Option(
+            help="structured: the LLM server must follow a JSON schema (reasoning, answer, citations of the sources "
+            "given); free: free text with <think> or reasoning_content (reasoning models with a reasoning parser)."
+        ),
+    ] = "structured",
+    llm_server: Annotated[
+        str, typer.Option(help="The LLM server's kind, for its anti-repetition fields: llama.cpp, vllm or openai.")
+    ] = "llama.cpp",
+    abstain_below: Annotated[
+        float | None,
+        typer.Option(
+            help="Answer 'the sources do not contain the answer' without the LLM when the best passage scores "
+            "below this (default: the gateway's calibrated setting; -1 never abstains)."
+        ),
+    ] = None,
     router: Annotated[str, typer.Option(help="Routing strategy: all, centroid or learned.")] = "centroid",
     router_model: Annotated[Path | None, typer.Option(help="Learned router file ('fedrag router train').")] = None,
     max_silos: Annotated[int, typer.Option(help="Most silos asked per question.")] = 4,
@@ -79,7 +96,10 @@ def serve(
                 lora_adapter=lora_adapter,
                 context_tokens=context_tokens,
                 max_tokens=max_tokens,
+                answer_format=answer_format,
+                server=llm_server,
             ),
+            grounding=GroundingSettings() if abstain_below is None else GroundingSettings(abstain_below=abstain_below),
             retrieval=RetrievalSettings(
                 router=router,
                 router_model=router_model,

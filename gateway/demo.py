@@ -2,9 +2,10 @@
 
 In a working directory it builds (once): keys, a membership file, five silos from
 packaged corpora (diseases, phenotypes, anatomy, an encyclopedia, Python documentation)
-with a sample of each, an API key; then starts every silo, the embedded LLM and the
-gateway as separate processes on loopback, asks a medical and a code question, and
-prints reasoning, answer, citations and the routing trace. ``--serve`` keeps everything
+with a sample of each and the documents its questions are about, an API key; then starts
+every silo, the embedded LLM and the gateway as separate processes on loopback, asks a
+medical and a code question, and prints reasoning, answer, checked claims, citations and
+the routing trace. ``--serve`` keeps everything
 running and prints the chat page's URL. Silos are built with the silo operator's own CLI
 (``fedrag silo init`` / ``ingest``), so the demo exercises what operators run.
 """
@@ -35,19 +36,28 @@ GATEWAY = "demo-gateway"
 
 @dataclass(frozen=True)
 class DemoSilo:
-    """One silo of the demo federation and the packaged corpora it holds."""
+    """One silo of the demo federation and the packaged corpora it holds.
+
+    Attributes:
+        name: the silo's name.
+        corpora: the packaged corpora it ingests a sample of.
+        description: what it holds (its card's description).
+        featured: documents of those corpora ingested besides the sample: the ones the
+            demo's questions are about, so that their answers can be grounded.
+    """
 
     name: str
     corpora: tuple[str, ...]
     description: str
+    featured: tuple[str, ...] = ()
 
 
 SILOS = (
-    DemoSilo("diseases", ("mondo",), "Disease definitions (MONDO ontology)"),
+    DemoSilo("diseases", ("mondo",), "Disease definitions (MONDO ontology)", featured=("MONDO:0005045",)),
     DemoSilo("phenotypes", ("hpo",), "Clinical signs and symptoms (Human Phenotype Ontology)"),
     DemoSilo("anatomy", ("uberon", "cl"), "Anatomy and cell types (UBERON, Cell Ontology)"),
     DemoSilo("encyclopedia", ("wiki",), "Encyclopedia summaries of general-knowledge topics (Wikipedia)"),
-    DemoSilo("python-docs", ("pydocs",), "Python standard library documentation"),
+    DemoSilo("python-docs", ("pydocs",), "Python standard library documentation", featured=("python:json.loads",)),
 )
 QUESTIONS = (
     "What is hypertrophic cardiomyopathy?",
@@ -102,6 +112,7 @@ def build(workdir: Path, per_corpus: int, console: Console) -> None:
                     log,
                 )
             corpus_args = [arg for c in silo.corpora for arg in ("--corpus", f"{c}:{per_corpus}")]
+            corpus_args += [arg for doc_id in silo.featured for arg in ("--include", doc_id)]
             _run(["silo", "ingest", str(silo_dir), *corpus_args], log)
             progress.advance(task)
     if not (workdir / "api-key.txt").exists():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from federation.config import LLMEndpointSettings
@@ -86,6 +86,12 @@ class _Guards:
     def text(self, kind: str) -> str | None:
         return self._guards[kind].text if self._enabled else None
 
+    def looped(self) -> str | None:
+        """Where a loop was caught: ``answer``, ``reasoning`` or None."""
+        if self._guards["content"].loop is not None:
+            return "answer"
+        return "reasoning" if self._guards["reasoning"].loop is not None else None
+
 
 class Generator:
     """Asks the LLM for an answer over numbered sources.
@@ -107,15 +113,17 @@ class Generator:
         sources: Sequence[NumberedSource],
         choices: Sequence[str] | None,
         allow_no_context: bool,
-        answer_format: str,
         max_tokens: int,
+        *,
+        reasoning: bool = True,
     ) -> tuple[list[dict[str, str]], dict[str, Any]]:
         """The messages and extra request fields of one answer.
 
         A structured reasoning may take at most about half of ``max_tokens`` (some four
-        characters a token), so that a small budget still leaves room for the answer.
+        characters a token), so that a small budget still leaves room for the answer;
+        ``reasoning=False`` asks for the answer without it.
         """
-        structured = answer_format == "structured"
+        structured = self.settings.answer_format == "structured"
         messages = build_messages(
             question,
             sources,
@@ -125,8 +133,9 @@ class Generator:
         )
         extra = sampling_fields(self.settings)
         if structured:
+            reasoning_chars = min(self.settings.reasoning_chars, max_tokens * _CHARS_PER_TOKEN // 2)
             limits = SchemaLimits(
-                reasoning_chars=min(self.settings.reasoning_chars, max_tokens * _CHARS_PER_TOKEN // 2),
+                reasoning_chars=reasoning_chars if reasoning else 0,
                 answer_chars=self.settings.answer_chars,
                 require_citation=self.require_citation,
             )
@@ -146,6 +155,10 @@ class Generator:
     ) -> AsyncIterator[tuple[str, str] | Generated]:
         """Generate an answer: yield ``(kind, text)`` pieces, then the :class:`Generated`.
 
+        A structured reply whose reasoning loops is stopped there and asked once more for the
+        answer alone (the schema without ``reasoning``); the reasoning kept is the part before
+        the loop.
+
         Args:
             question: the question.
             sources: the numbered passages of the prompt.
@@ -157,47 +170,75 @@ class Generator:
         Raises:
             FedragError: the LLM's errors (see :class:`gateway.llm_client.LLMClient`).
         """
-        answer_format = self.settings.answer_format
-        structured = answer_format == "structured"
+        structured = self.settings.answer_format == "structured"
         max_tokens = self.settings.max_tokens if max_tokens is None else max_tokens
-        messages, extra = self.request(question, sources, choices, allow_no_context, answer_format, max_tokens)
+        guards = _Guards(holdback, self.settings.loop_guard)
+        numbers = [s.number for s in sources]
+        attempt: _Attempt | None = None
+        first_reasoning: str | None = None
+        spent = 0
+        for with_reasoning in (True, False):
+            messages, extra = self.request(
+                question, sources, choices, allow_no_context, max_tokens, reasoning=with_reasoning
+            )
+            async for item in self._attempt(messages, extra, max_tokens, guards):
+                if isinstance(item, _Attempt):
+                    attempt = item
+                else:
+                    yield item
+            assert attempt is not None
+            spent += attempt.completion_tokens or 0
+            if not (structured and with_reasoning and attempt.needs_retry(bool(choices))):
+                break
+            logger.info("the structured reasoning looped or left no answer: asking again for the answer alone")
+            first_reasoning = guards.text("reasoning")
+            if first_reasoning is None:
+                first_reasoning = "".join(attempt.texts["reasoning"])
+        assert attempt is not None
+        yield self._read(
+            attempt,
+            guards,
+            choices,
+            numbers,
+            looped=guards.looped(),
+            completion_tokens=spent or None,
+            first_reasoning=first_reasoning,
+        )
+
+    async def _attempt(
+        self, messages: list[dict[str, str]], extra: dict[str, Any], max_tokens: int, guards: _Guards
+    ) -> AsyncIterator[tuple[str, str] | _Attempt]:
+        """One request, streamed through the guards: pieces, then the :class:`_Attempt`."""
+        structured = self.settings.answer_format == "structured"
         reader: JsonFieldStreamer | ThinkSplitter = (
             JsonFieldStreamer(STREAMED_FIELDS) if structured else ThinkSplitter()
         )
-        guards = _Guards(holdback, self.settings.loop_guard)
-        raw: list[str] = []
-        finish: str | None = None
-        loop_field: str | None = None
-        usage: tuple[int | None, int | None] = (None, None)
+        attempt = _Attempt(reader=reader)
         stream = self.llm.stream(
-            messages,
-            max_tokens=max_tokens,
-            temperature=self.settings.temperature,
-            extra_body=extra,
+            messages, max_tokens=max_tokens, temperature=self.settings.temperature, extra_body=extra
         )
         try:
             async for delta in stream:
-                finish = delta.finish_reason or finish
+                attempt.finish = delta.finish_reason or attempt.finish
                 if delta.prompt_tokens is not None or delta.completion_tokens is not None:
-                    usage = (delta.prompt_tokens, delta.completion_tokens)
+                    attempt.prompt_tokens, attempt.completion_tokens = delta.prompt_tokens, delta.completion_tokens
                 pieces = [("reasoning", delta.reasoning)] if delta.reasoning else []
                 if delta.content:
-                    raw.append(delta.content)
+                    attempt.raw.append(delta.content)
                     pieces += reader.feed(delta.content)
-                stop = False
                 for kind, text in pieces:
                     if guards.loop(kind) is not None:
                         continue
+                    attempt.texts[kind].append(text)
                     if released := guards.feed(kind, text):
                         yield (kind, released)
-                    if guards.loop(kind) is not None:
-                        loop_field = loop_field or ("answer" if kind == "content" else "reasoning")
-                        # A structured reasoning is bounded by the schema: hide the loop, let the answer come.
-                        stop = kind == "content" or not structured
-                if stop:
-                    break
+                    if guards.loop(kind) is not None and attempt.loop_field is None:
+                        attempt.loop_field = "answer" if kind == "content" else "reasoning"
+                if attempt.loop_field is not None:
+                    break  # stop generating
             if isinstance(reader, ThinkSplitter):
                 for kind, text in reader.flush():
+                    attempt.texts[kind].append(text)
                     if guards.loop(kind) is None and (released := guards.feed(kind, text)):
                         yield (kind, released)
             for kind in ("reasoning", "content"):
@@ -205,53 +246,82 @@ class Generator:
                     yield (kind, released)
         finally:
             await stream.aclose()
-        yield self._read(
-            "".join(raw), reader, guards, choices, [s.number for s in sources], answer_format, finish, loop_field, usage
-        )
+        yield attempt
 
     def _read(
         self,
-        raw: str,
-        reader: JsonFieldStreamer | ThinkSplitter,
+        attempt: _Attempt,
         guards: _Guards,
         choices: Sequence[str] | None,
         numbers: list[int],
-        answer_format: str,
-        finish: str | None,
-        loop_field: str | None,
-        usage: tuple[int | None, int | None],
+        *,
+        looped: str | None,
+        completion_tokens: int | None,
+        first_reasoning: str | None,
     ) -> Generated:
-        reason: FinishReason = (
-            "repetition"
-            if loop_field == "answer" or (loop_field and answer_format == "free")
-            else ("length" if finish == "length" else "stop")
-        )
-        if isinstance(reader, JsonFieldStreamer):
-            reply = read_structured(raw, source_numbers=numbers, choices=choices, streamer=reader)
+        """The answer from the last attempt's reply, the streamed texts and the guards' cuts.
+
+        ``first_reasoning`` is the (cut) reasoning of a first attempt that was asked again
+        without reasoning; None when there was one attempt.
+        """
+        answer_format = self.settings.answer_format
+        reason: FinishReason = "length" if attempt.finish == "length" else "stop"
+        if attempt.loop_field == "answer" or (looped and answer_format == "free"):
+            reason = "repetition"
+        raw = "".join(attempt.raw)
+        if isinstance(attempt.reader, JsonFieldStreamer):
+            reply = read_structured(
+                raw, source_numbers=numbers, choices=choices, streamer=attempt.reader, reasoning=first_reasoning is None
+            )
             parsed, well_formed = reply.parsed, reply.well_formed
-            reasoning, answer = guards.text("reasoning"), guards.text("content")
-            if loop_field and (reasoning is not None or answer is not None):
-                parsed = _replace_text(parsed, reasoning, answer if loop_field == "answer" else None, numbers, choices)
-                well_formed = well_formed and loop_field != "answer"
+            if looped or first_reasoning is not None:
+                answer = guards.text("content") if attempt.loop_field == "answer" else None
+                reasoning = first_reasoning if first_reasoning is not None else guards.text("reasoning")
+                parsed = _replace_text(parsed, reasoning, answer, numbers, choices)
+                well_formed = well_formed and attempt.loop_field != "answer"
         else:
-            content = guards.text("content")
-            visible = raw if content is None or not loop_field else content
-            parsed = parse_answer(visible, source_numbers=numbers, choices=choices)
-            reasoning = guards.text("reasoning")
-            if loop_field and reasoning is not None:
-                parsed = _replace_text(parsed, reasoning, None, numbers, choices)
+            content, reasoning = guards.text("content"), guards.text("reasoning")
+            texts = {kind: "".join(parts) for kind, parts in attempt.texts.items()}
+            parsed = parse_answer(
+                texts["content"] if content is None else content,
+                reasoning_content=(texts["reasoning"] if reasoning is None else reasoning) or None,
+                source_numbers=numbers,
+                choices=choices,
+            )
             well_formed = bool(parsed.answer.strip()) and (not choices or parsed.choice_parsed)
-        if loop_field:
-            logger.info("loop stopped in the %s", loop_field)
+        if looped:
+            logger.info("loop stopped in the %s", looped)
         return Generated(
             parsed=parsed,
             answer_format=answer_format,
             well_formed=well_formed and reason != "length",
             finish_reason=reason,
-            loop_field=loop_field,
-            prompt_tokens=usage[0],
-            completion_tokens=usage[1],
+            loop_field=looped,
+            prompt_tokens=attempt.prompt_tokens,
+            completion_tokens=completion_tokens,
         )
+
+
+@dataclass
+class _Attempt:
+    """What one LLM request produced."""
+
+    reader: JsonFieldStreamer | ThinkSplitter
+    raw: list[str] = field(default_factory=list)
+    texts: dict[str, list[str]] = field(default_factory=lambda: {"reasoning": [], "content": []})
+    finish: str | None = None
+    loop_field: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def needs_retry(self, multiple_choice: bool) -> bool:
+        """A structured reply whose reasoning looped, or that left no answer (blank, or cut before it)."""
+        if self.loop_field == "reasoning":
+            return True
+        if not isinstance(self.reader, JsonFieldStreamer) or self.loop_field == "answer":
+            return False
+        answer = self.reader.field("choice" if multiple_choice else "answer")
+        return answer is None or not answer.strip()
 
 
 def _replace_text(

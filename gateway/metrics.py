@@ -11,7 +11,7 @@ _STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 
 @dataclass
 class GatewayMetrics:
-    """Questions, per-step latency, silo outcomes."""
+    """Questions, per-step latency, silo outcomes, how answers ended."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -34,4 +34,10 @@ class GatewayMetrics:
         )
         self.partial_answers = Counter(
             "fedrag_gateway_partial_answers_total", "Answers missing a routed silo", registry=self.registry
+        )
+        self.answers = Counter(
+            "fedrag_gateway_answers_total",
+            "Answers by outcome: grounded, not_grounded, abstained, no_sources; and loops the guard stopped",
+            ["outcome"],
+            registry=self.registry,
         )

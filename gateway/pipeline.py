@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from aggregation import Merger, Passage, SourceRef, approx_token_count, assign_sources, deduplicate, pack_context
-from federation.config import GatewaySettings, LLMEndpointSettings
+from federation.config import GatewaySettings, GroundingSettings, LLMEndpointSettings
 from federation.encoder import Encoder
 from federation.errors import UpstreamError
 from gateway.fanout import SiloOutcome, SiloPool
@@ -94,13 +94,13 @@ class Pipeline:
         )
         self._descriptions: dict[str, np.ndarray] = {}
 
-    def with_generation(self, llm: LLMEndpointSettings) -> Pipeline:
-        """This pipeline generating with other LLM settings (answer format, sampling, loop guard).
+    def with_generation(self, llm: LLMEndpointSettings, grounding: GroundingSettings | None = None) -> Pipeline:
+        """This pipeline generating with other LLM settings (answer format, sampling, loop guard) and grounding.
 
         Everything else (encoder, silos, router, merger, the LLM client) is shared; the
         evaluation harness compares generation settings on the same retrieval this way.
         """
-        settings = self.settings.model_copy(update={"llm": llm})
+        settings = self.settings.model_copy(update={"llm": llm, "grounding": grounding or self.settings.grounding})
         return Pipeline(
             settings,
             encoder=self.encoder,
@@ -239,7 +239,7 @@ class Pipeline:
             yield ("content", response.answer)
             yield response
             return
-        if retrieval.sources and self._abstains(retrieval):
+        if retrieval.sources and not choices and self._abstains(retrieval):  # an option must still be chosen
             response = self._without_llm(retrieval, started, ABSTAIN_ANSWER, abstained=True)
             yield ("content", response.answer)
             yield response
@@ -349,7 +349,7 @@ class Pipeline:
         ]
         grounded: bool | None = None
         if retrieval.sources and not abstained:
-            grounded = grounding.grounded if grounding else bool(cited)
+            grounded = grounding.grounded if grounding else bool(cited) and bool(parsed.answer.strip())
         return AskResponse(
             id=f"ask-{retrieval.request_id}",
             model=self.llm.model_name if model == "" else (model or self.settings.llm.model),

@@ -33,12 +33,12 @@ class SchemaLimits:
     """Bounds the schema puts on a reply.
 
     Attributes:
-        reasoning_chars: most characters of reasoning.
+        reasoning_chars: most characters of reasoning (0: no reasoning field).
         answer_chars: most characters of the answer.
         require_citation: with sources, the reply must cite at least one.
     """
 
-    reasoning_chars: int = 600
+    reasoning_chars: int = 400
     answer_chars: int = 600
     require_citation: bool = True
 
@@ -59,7 +59,9 @@ def answer_schema(
     limits = limits or SchemaLimits()
     if choices > len(LETTERS):
         raise ValueError(f"at most {len(LETTERS)} choices")
-    properties: dict[str, Any] = {"reasoning": {"type": "string", "maxLength": limits.reasoning_chars}}
+    properties: dict[str, Any] = {}
+    if limits.reasoning_chars > 0:
+        properties["reasoning"] = {"type": "string", "maxLength": limits.reasoning_chars}
     if choices:
         properties["choice"] = {"type": "string", "enum": list(LETTERS[:choices])}
     else:
@@ -115,6 +117,7 @@ def read_structured(
     choices: Sequence[str] | None = None,
     streamer: JsonFieldStreamer | None = None,
     reasoning_content: str | None = None,
+    reasoning: bool = True,
 ) -> StructuredReply:
     """Read a structured reply, complete or cut short.
 
@@ -130,6 +133,7 @@ def read_structured(
         choices: the options of a multiple-choice question.
         streamer: a streamer already fed ``raw`` (one is made when None).
         reasoning_content: the server's separate reasoning field, if any.
+        reasoning: whether the schema asked for a ``reasoning`` field.
     """
     valid = set(source_numbers)
     data: Any = None
@@ -145,7 +149,7 @@ def read_structured(
         fields = {
             name: text for name in ("reasoning", "answer", "choice") if (text := streamer.field(name)) is not None
         }
-    reasoning = _string(fields.get("reasoning"))
+    reasoning_text = _string(fields.get("reasoning"))
     answer = _string(fields.get("answer"))
     listed = _listed_citations(fields.get("citations"))
     inline, inline_invalid = find_citations(answer, valid)
@@ -159,14 +163,15 @@ def read_structured(
             choice = read_choice(answer, False, choices)
         if choice is not None and not answer:
             answer = f"{choice}. {' '.join(choices[LETTERS.index(choice)].split())}"
-    required = {"reasoning", "choice" if choices else "answer"} | ({"citations"} if valid else set())
+    required = {"choice" if choices else "answer"} | ({"citations"} if valid else set())
+    required |= {"reasoning"} if reasoning else set()
     well_formed = isinstance(data, dict) and required <= data.keys() and bool(answer.strip())
     if choices:
         well_formed = well_formed and choice is not None
     if reasoning_content:
-        reasoning = f"{reasoning_content.strip()}\n\n{reasoning}".strip()
+        reasoning_text = f"{reasoning_content.strip()}\n\n{reasoning_text}".strip()
     parsed = ParsedAnswer(
-        reasoning=reasoning.strip(),
+        reasoning=reasoning_text.strip(),
         answer=answer.strip(),
         citations=tuple(citations),
         invalid_citations=tuple(invalid),

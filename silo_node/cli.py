@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,19 +96,31 @@ def _corpus_spec(spec: str) -> tuple[str, int | None]:
     return name, int(limit) if sep else None
 
 
-def _with_corpora(items: list[Any], specs: list[tuple[str, int | None]]) -> list[Any]:
-    """Append the packaged corpora named by ``specs``; an id already read becomes a problem."""
+def _with_corpora(items: list[Any], specs: list[tuple[str, int | None]], include: Sequence[str] = ()) -> list[Any]:
+    """Append the packaged corpora of ``specs`` (samples and the ``include`` ids); an id already read is a problem.
+
+    Raises:
+        ConfigError: an ``include`` id is in none of the corpora.
+    """
     from silo_node.corpora import load_corpus
     from silo_node.ingest import IngestProblem
 
     seen = {item.doc_id for item in items if not isinstance(item, IngestProblem)}
+    missing = set(include)
     for name, limit in specs:
-        for document in load_corpus(name, limit=limit):
+        sample = load_corpus(name, limit=limit)
+        sampled = {d.doc_id for d in sample}
+        extra = [d for d in load_corpus(name) if d.doc_id in missing - sampled] if missing - sampled else []
+        for document in [*sample, *extra]:
+            missing.discard(document.doc_id)
             if document.doc_id in seen:
                 items.append(IngestProblem(f"corpus {name}", f"duplicate document id {document.doc_id!r}"))
                 continue
             seen.add(document.doc_id)
             items.append(document)
+    if missing:
+        names = ", ".join(name for name, _ in specs) or "(no --corpus given)"
+        raise ConfigError(f"--include: no document {', '.join(sorted(missing))} in the corpora {names}")
     return items
 
 
@@ -127,6 +140,15 @@ def ingest(
             "2000 documents. Repeatable.",
         ),
     ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            metavar="ID",
+            help="A document of the --corpus corpora to ingest even when the sample leaves it out, "
+            "e.g. MONDO:0005045. Repeatable.",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Print each document id once it is durable.")
     ] = False,
@@ -140,7 +162,7 @@ def ingest(
     service = _open_service(directory)
     try:
         items = list(iter_documents(paths or [], max_file_bytes=service.settings.chunking.max_file_bytes))
-        items = _with_corpora(items, specs)
+        items = _with_corpora(items, specs, include or [])
         with Progress(
             TextColumn("embedding"),
             BarColumn(),

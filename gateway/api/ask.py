@@ -16,7 +16,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {c: problem_schema() for c in (401
 
 
 def record(metrics: GatewayMetrics, response: AskResponse) -> None:
-    """Count a finished answer's steps and silo outcomes."""
+    """Count a finished answer's steps, silo outcomes and how it ended."""
     for step, ms in response.trace.timings_ms.items():
         metrics.step_seconds.labels(step=step).observe(ms / 1000)
     for silo in response.trace.silos:
@@ -24,6 +24,15 @@ def record(metrics: GatewayMetrics, response: AskResponse) -> None:
             metrics.silo_outcomes.labels(silo=silo.silo, outcome=silo.outcome).inc()
     if response.partial:
         metrics.partial_answers.inc()
+    if response.abstained:
+        outcome = "abstained"
+    elif response.grounded is None:
+        outcome = "no_sources"
+    else:
+        outcome = "grounded" if response.grounded else "not_grounded"
+    metrics.answers.labels(outcome=outcome).inc()
+    if response.trace.generation and response.trace.generation.loop_detected:
+        metrics.answers.labels(outcome="loop_stopped").inc()
 
 
 @router.post("/ask", response_model=AskResponse, responses=_ERRORS)

@@ -1,4 +1,8 @@
-"""`fedrag eval run` as a user runs it: both suites, every kind of configuration, a report; resumed after a crash."""
+"""`fedrag eval run` as a user runs it: both suites, every kind of configuration, a report; resumed after a crash.
+
+fed-all also answers a few retrieval questions and one unanswerable question free-form, in the
+old (free) and the new (structured) format, with the abstention threshold calibrated first.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +41,14 @@ BASE = [
     "64",
     "--context-tokens",
     "1024",
+    "--answer-limit",
+    "2",
+    "--abstain-limit",
+    "1",
+    "--calibration-limit",
+    "4",
+    "--answer-max-tokens",
+    "128",
 ]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
 
@@ -112,8 +124,33 @@ def test_eval_run_reports_every_configuration_and_resumes(tmp_path: Path) -> Non
         mc = configs["no-rag"]["multiple_choice"]
         assert mc["questions"] == 2 and mc["accuracy"] is not None
         assert configs["fed-all"]["multiple_choice"]["questions"] == 2
+        # structured multiple choice always names an option, even in 32 tokens
+        assert mc["unparseable"] == 0
+
+        # free-form answers, before (free) and after (structured), on the same questions
+        free_form = configs["fed-all"]["free_form"]
+        assert set(free_form) == {"free", "structured"}
+        for figures in free_form.values():
+            assert (figures["answerable"], figures["unanswerable"], figures["errors"]) == (2, 1, 0)
+            assert figures["abstention_recall"]["n"] == 1
+            assert figures["finish_reasons"]
+        free = free_form["free"]
+        assert free["generated"] == 3 and free["gateway_abstained"] == 0  # the old gateway never abstained
+        for key in ("well_formed", "degenerate", "generate_ms"):
+            assert free[key]["low"] <= free[key]["mean"] <= free[key]["high"]
+        calibration = configs["fed-all"]["abstention_calibration"]
+        assert calibration["unanswerable"]["n"] == 4 and calibration["answerable"]["n"] == 6  # 8 - 2 answered
+        assert calibration["threshold"] is None or 0.0 < calibration["threshold"] < 1.0
+        assert not configs["central"]["free_form"]  # only --llm-configs answer free-form
     assert results["suites"]["code"]["fed-all"]["code"]["problems"] == 1
-    for plot in ("recall_vs_silos.png", "accuracy.png", "latency.png"):
+    assert "| config | metric | free (before) | structured (after) |" in report
+    assert "### Abstention threshold (`abstain_below`" in report
+    # unanswerable questions are about documents no silo holds
+    unanswerable = [r for r in after if r["kind"] == "calibration" or r.get("answerable") is False]
+    assert len(unanswerable) == 2 * (4 + 2 * 1)
+    for row in unanswerable:
+        assert not set(row["gold"]) & set(row.get("sources", row.get("retrieved", [])))
+    for plot in ("recall_vs_silos.png", "accuracy.png", "latency.png", "answer_quality.png"):
         assert (out / plot).stat().st_size > 1000
 
     # a finished run resumed asks nothing again; a run with other settings is refused

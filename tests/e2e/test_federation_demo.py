@@ -35,8 +35,15 @@ def test_the_whole_federation_answers_with_citations_and_a_trace(tmp_path: Path)
     assert re.search(r"python-docs\s*│\s*yes", code)  # the code question went to the Python docs silo
     assert "python:" in code
     assert "timings: embed" in first
+    for part in (medical, code):  # each answer cites a retrieved source, its claims are checked, nothing repeats
+        assert re.search(r"│\s*\d+\s*│\s*yes\s*│", part), part[-3000:]
+        assert "claims checked against their sources" in part
+        panel = part.split("─ answer ─", 1)[1].split("╰", 1)[0]
+        lines = [line.strip("│ ") for line in panel.splitlines() if line.strip("│ ")]
+        assert lines and len(lines) == len(set(lines)), panel
     build_log = (tmp_path / "demo" / "build.log").read_text()
-    assert build_log.count("added 30,") == 4 and build_log.count("added 60,") == 1  # anatomy holds two corpora
+    # anatomy holds two corpora; diseases and python-docs also the document their demo question is about
+    assert build_log.count("added 30,") == 2 and build_log.count("added 31,") == 2 and build_log.count("added 60,") == 1
     second = run_demo(tmp_path / "demo")
     assert "federation running: 5 silos" in second and "routing (centroid)" in second
     assert (tmp_path / "demo" / "build.log").read_text().count("added 0, updated 0") == 5  # nothing re-embedded

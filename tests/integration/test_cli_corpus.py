@@ -54,6 +54,14 @@ def test_a_packaged_corpus_sample_is_ingested_by_name_and_unchanged_the_second_t
     assert unknown.returncode == 1 and "unknown corpus 'pubmed'" in unknown.stderr and "pydocs" in unknown.stderr
 
 
+def test_include_adds_a_named_document_to_the_sample_and_an_unknown_one_is_a_clear_error(silo: Path) -> None:
+    out = fedrag("silo", "ingest", silo, "--corpus", "pydocs:5", "--include", "python:json.loads", "-v").stdout
+    assert "added 6, updated 0, unchanged 0 documents" in out and "stored python:json.loads" in out
+    # Ingesting it again changes nothing: tests/e2e/test_federation_demo.py (the demo's second run).
+    missing = fedrag("silo", "ingest", silo, "--corpus", "pydocs:5", "--include", "python:nope.nothing", ok=False)
+    assert missing.returncode == 1 and "python:nope.nothing" in missing.stderr and "Traceback" not in missing.stderr
+
+
 def test_corpora_lists_every_corpus_with_its_status() -> None:
     out = fedrag("silo", "corpora").stdout
     for name in ("cl", "hpo", "mondo", "pydocs", "uberon", "wiki"):

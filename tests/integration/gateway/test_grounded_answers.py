@@ -86,11 +86,13 @@ async def test_weak_sources_abstain_without_asking_the_llm(gateway_factory) -> N
         chat = await client.post(
             "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "What is asthma?"}]}
         )
+        metrics = (await client.get("/metrics")).text
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["abstained"] and body["answer"] == ABSTAIN_ANSWER and body["grounded"] is None
     assert body["citations"] and body["trace"]["generation"]["abstain_below"] == 0.99
     assert chat.status_code == 200 and chat.json()["fedrag_abstained"]
+    assert 'fedrag_gateway_answers_total{outcome="abstained"} 2.0' in metrics
 
 
 async def test_streamed_answer_is_the_final_answer_and_reasoning_comes_separately(gateway_factory) -> None:

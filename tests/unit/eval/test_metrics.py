@@ -10,7 +10,9 @@ from eval.metrics import (
     MultipleChoiceTally,
     accuracy,
     bootstrap_ci,
+    bootstrap_ratio_ci,
     citation_validity,
+    interval,
     ndcg_at_k,
     overlap_at_k,
     pass_at_k,
@@ -203,6 +205,33 @@ def test_percentiles_reject_bad_input() -> None:
         percentiles([])
     with pytest.raises(ValueError, match=r"\[0, 100\]"):
         percentiles([1.0], qs=(101,))
+
+
+def test_pooled_share_weighs_items_by_their_units_and_resamples_whole_items() -> None:
+    # three answers: 1 of 1, 0 of 3 and 2 of 2 claims supported; one with no claims is left out
+    share, low, high = bootstrap_ratio_ci([1, 0, 2, 0], [1, 3, 2, 0])
+    assert share == pytest.approx(3 / 6)
+    assert 0.0 <= low < share < high <= 1.0
+    # a resample holds whole answers, so the bounds are shares of whole answers: 0/3 and 3/3 are reachable
+    assert low == pytest.approx(0.0) and high == pytest.approx(1.0)
+    assert bootstrap_ratio_ci([1, 0, 2], [1, 3, 2]) == bootstrap_ratio_ci([1, 0, 2], [1, 3, 2])
+    assert bootstrap_ratio_ci([2], [4]) == (0.5, 0.5, 0.5)
+
+
+def test_pooled_share_rejects_bad_counts() -> None:
+    with pytest.raises(ValueError, match="at least one item with units"):
+        bootstrap_ratio_ci([0], [0])
+    with pytest.raises(ValueError, match="between 0 and its total"):
+        bootstrap_ratio_ci([3], [2])
+    with pytest.raises(ValueError, match="2 success counts for 1"):
+        bootstrap_ratio_ci([1, 1], [2])
+
+
+def test_interval_is_the_mean_with_its_bounds_and_count() -> None:
+    figure = interval([0.0, 1.0, 1.0, 1.0])
+    assert figure is not None
+    assert figure["mean"] == 0.75 and figure["n"] == 4 and figure["low"] <= 0.75 <= figure["high"]
+    assert interval([]) is None
 
 
 # --- pass@k -----------------------------------------------------------------------------
