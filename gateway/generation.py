@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from federation.config import LLMEndpointSettings
@@ -68,29 +68,34 @@ def sampling_fields(llm: LLMEndpointSettings) -> dict[str, Any]:
 
 
 class _Guards:
-    """One loop guard per streamed kind, releasing what is safe to show."""
+    """One loop guard per streamed kind, releasing what is safe to show (disabled: everything, at once)."""
 
     def __init__(self, holdback: int, enabled: bool) -> None:
-        self._enabled = enabled
-        self._guards = {kind: RepetitionGuard(holdback=holdback) for kind in ("reasoning", "content")}
+        kinds = ("reasoning", "content")
+        self._guards = {kind: RepetitionGuard(holdback=holdback) for kind in kinds} if enabled else None
+        self._texts: dict[str, list[str]] = {kind: [] for kind in kinds}  # what passed, when disabled
 
     def feed(self, kind: str, text: str) -> str:
-        return self._guards[kind].feed(text) if self._enabled else text
+        if self._guards is None:
+            self._texts[kind].append(text)
+            return text
+        return self._guards[kind].feed(text)
 
     def finish(self, kind: str) -> str:
-        return self._guards[kind].finish() if self._enabled else ""
+        return self._guards[kind].finish() if self._guards is not None else ""
 
     def loop(self, kind: str) -> Loop | None:
-        return self._guards[kind].loop
+        return self._guards[kind].loop if self._guards is not None else None
 
-    def text(self, kind: str) -> str | None:
-        return self._guards[kind].text if self._enabled else None
+    def text(self, kind: str) -> str:
+        """The text of ``kind`` so far, cut at its loop if one was caught."""
+        return self._guards[kind].text if self._guards is not None else "".join(self._texts[kind])
 
     def looped(self) -> str | None:
         """Where a loop was caught: ``answer``, ``reasoning`` or None."""
-        if self._guards["content"].loop is not None:
+        if self.loop("content") is not None:
             return "answer"
-        return "reasoning" if self._guards["reasoning"].loop is not None else None
+        return "reasoning" if self.loop("reasoning") is not None else None
 
 
 class Generator:
@@ -192,8 +197,6 @@ class Generator:
                 break
             logger.info("the structured reasoning looped or left no answer: asking again for the answer alone")
             first_reasoning = guards.text("reasoning")
-            if first_reasoning is None:
-                first_reasoning = "".join(attempt.texts["reasoning"])
         assert attempt is not None
         yield self._read(
             attempt,
@@ -229,7 +232,6 @@ class Generator:
                 for kind, text in pieces:
                     if guards.loop(kind) is not None:
                         continue
-                    attempt.texts[kind].append(text)
                     if released := guards.feed(kind, text):
                         yield (kind, released)
                     if guards.loop(kind) is not None and attempt.loop_field is None:
@@ -238,7 +240,6 @@ class Generator:
                     break  # stop generating
             if isinstance(reader, ThinkSplitter):
                 for kind, text in reader.flush():
-                    attempt.texts[kind].append(text)
                     if guards.loop(kind) is None and (released := guards.feed(kind, text)):
                         yield (kind, released)
             for kind in ("reasoning", "content"):
@@ -280,11 +281,9 @@ class Generator:
                 parsed = _replace_text(parsed, reasoning, answer, numbers, choices)
                 well_formed = well_formed and attempt.loop_field != "answer"
         else:
-            content, reasoning = guards.text("content"), guards.text("reasoning")
-            texts = {kind: "".join(parts) for kind, parts in attempt.texts.items()}
             parsed = parse_answer(
-                texts["content"] if content is None else content,
-                reasoning_content=(texts["reasoning"] if reasoning is None else reasoning) or None,
+                guards.text("content"),
+                reasoning_content=guards.text("reasoning") or None,
                 source_numbers=numbers,
                 choices=choices,
             )
@@ -308,7 +307,6 @@ class _Attempt:
 
     reader: JsonFieldStreamer | ThinkSplitter
     raw: list[str] = field(default_factory=list)
-    texts: dict[str, list[str]] = field(default_factory=lambda: {"reasoning": [], "content": []})
     finish: str | None = None
     loop_field: str | None = None
     prompt_tokens: int | None = None
@@ -326,27 +324,18 @@ class _Attempt:
 
 def _replace_text(
     parsed: ParsedAnswer,
-    reasoning: str | None,
+    reasoning: str,
     answer: str | None,
     numbers: Sequence[int],
     choices: Sequence[str] | None,
 ) -> ParsedAnswer:
     """``parsed`` with the reasoning and/or answer cut at a loop (citations re-read from the cut answer)."""
     if answer is None:
-        return ParsedAnswer(
-            reasoning=(reasoning if reasoning is not None else parsed.reasoning).strip(),
-            answer=parsed.answer,
-            citations=parsed.citations,
-            invalid_citations=parsed.invalid_citations,
-            choice=parsed.choice,
-            choice_parsed=parsed.choice_parsed,
-        )
+        return replace(parsed, reasoning=reasoning.strip())
     cut = parse_answer(f"Answer: {answer}", source_numbers=numbers, choices=choices)
-    return ParsedAnswer(
-        reasoning=(reasoning if reasoning is not None else parsed.reasoning).strip(),
-        answer=cut.answer,
-        citations=cut.citations,
-        invalid_citations=cut.invalid_citations,
+    return replace(
+        cut,
+        reasoning=reasoning.strip(),
         choice=parsed.choice or cut.choice,
         choice_parsed=parsed.choice_parsed or cut.choice_parsed,
     )

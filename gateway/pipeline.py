@@ -8,6 +8,7 @@ and ``Pipeline.answer_stream`` add step 5. A silo that fails or is late degrades
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 import time
@@ -86,30 +87,32 @@ class Pipeline:
         self.merger = merger
         self.llm = llm
         self._run = executor_run
-        self.generator = Generator(llm, settings.llm, require_citation=settings.grounding.require_citation)
+        self._configure_answering()
+
+    def _configure_answering(self) -> None:
+        """The generator and grounding checker of step 5, from the settings."""
+        grounding = self.settings.grounding
+        self.generator = Generator(self.llm, self.settings.llm, require_citation=grounding.require_citation)
         self.grounding = GroundingChecker(
-            encoder.encode,
-            support_threshold=settings.grounding.support_threshold,
-            add_missing_citations=settings.grounding.add_missing_citations,
+            self.encoder.encode,
+            support_threshold=grounding.support_threshold,
+            add_missing_citations=grounding.add_missing_citations,
         )
         self._descriptions: dict[str, np.ndarray] = {}
 
     def with_generation(self, llm: LLMEndpointSettings, grounding: GroundingSettings | None = None) -> Pipeline:
         """This pipeline generating with other LLM settings (answer format, sampling, loop guard) and grounding.
 
-        Everything else (encoder, silos, router, merger, the LLM client) is shared; the
-        evaluation harness compares generation settings on the same retrieval this way.
+        Everything else (encoder, silos, router, merger, the LLM client, the embedded silo
+        descriptions) is shared; the evaluation harness compares generation settings on the
+        same retrieval this way.
         """
-        settings = self.settings.model_copy(update={"llm": llm, "grounding": grounding or self.settings.grounding})
-        return Pipeline(
-            settings,
-            encoder=self.encoder,
-            pool=self.pool,
-            router=self.router,
-            merger=self.merger,
-            llm=self.llm,
-            executor_run=self._run,
+        variant = copy.copy(self)
+        variant.settings = self.settings.model_copy(
+            update={"llm": llm, "grounding": grounding or self.settings.grounding}
         )
+        variant._configure_answering()
+        return variant
 
     async def _embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors: np.ndarray = await self._run(self.encoder.encode, list(texts))
@@ -282,7 +285,7 @@ class Pipeline:
                 self.grounding.check, generated.parsed.answer, texts, list(generated.parsed.citations)
             )
             retrieval.timings_ms["ground"] = _ms(t)
-        yield self._response(retrieval, generated, grounding, started, choices)
+        yield self._response(retrieval, generated, grounding, started, choices, model=self.llm.model_name)
 
     def _nothing_retrieved_text(self, retrieval: Retrieval) -> str:
         failures = [f"{o.silo}: {o.status}" + (f" ({o.detail})" if o.detail else "") for o in retrieval.outcomes]
@@ -304,7 +307,9 @@ class Pipeline:
             prompt_tokens=None,
             completion_tokens=None,
         )
-        return self._response(retrieval, generated, None, started, None, abstained=abstained, model=None)
+        return self._response(
+            retrieval, generated, None, started, None, abstained=abstained, model=self.settings.llm.model
+        )
 
     def _response(
         self,
@@ -315,7 +320,7 @@ class Pipeline:
         choices: Sequence[str] | None,
         *,
         abstained: bool = False,
-        model: str | None = "",
+        model: str,
     ) -> AskResponse:
         retrieval.timings_ms["total"] = _ms(started)
         parsed = generated.parsed
@@ -352,7 +357,7 @@ class Pipeline:
             grounded = grounding.grounded if grounding else bool(cited) and bool(parsed.answer.strip())
         return AskResponse(
             id=f"ask-{retrieval.request_id}",
-            model=self.llm.model_name if model == "" else (model or self.settings.llm.model),
+            model=model,
             answer=parsed.answer,
             reasoning=parsed.reasoning,
             citations=citations,
