@@ -72,6 +72,22 @@ class DPSettings(_Section):
     candidate_pool: int = Field(50, ge=1, le=10_000, description="Exact top candidates the noisy selection draws from.")
 
 
+class TrainingPolicySettings(_Section):
+    """Whether and how the silo takes part in federated training (``fedrag silo train-node``).
+
+    Training reads the silo's documents locally; only adapter or prompt updates leave.
+    """
+
+    allowed: bool = Field(False, description="Take part in federated training runs (off: train-node refuses).")
+    require_record_dp: bool = Field(
+        True, description="Train only with record-level DP-SGD inside the silo (a run without it is refused)."
+    )
+    max_epsilon: float = Field(
+        8.0, gt=0, description="Record-level epsilon the silo will spend on one run; training stops before."
+    )
+    max_examples: int = Field(2000, ge=1, description="Most training examples built from the silo's documents.")
+
+
 class ReleasePolicySettings(_Section):
     """What may leave the silo, enforced before any reply is sent."""
 
@@ -83,6 +99,7 @@ class ReleasePolicySettings(_Section):
         default_factory=dict, description="Extra named regular expressions to redact, e.g. {staff_id = 'S-\\d{6}'}."
     )
     dp: DPSettings = Field(default_factory=DPSettings)
+    training: TrainingPolicySettings = Field(default_factory=TrainingPolicySettings)
     audit_log: bool = Field(True, description="Append every request to DIR/audit.jsonl.")
 
 
@@ -173,7 +190,14 @@ class LLMEndpointSettings(_Section):
     base_url: str = Field("http://127.0.0.1:8080", description="Server base URL (without /v1).")
     model: str = Field("smollm2-135m-instruct", min_length=1, description="Model name sent with each request.")
     api_key: Secret | None = Field(None, description="Bearer key for the LLM server, if it needs one.")
-    lora_adapter: str | None = Field(None, description="Served LoRA adapter name to use instead of the base model.")
+    lora_adapter: str | None = Field(
+        None, description="The default adapter: requests that name no served model are answered with it."
+    )
+    adapters: list[str] = Field(
+        default_factory=list,
+        description="LoRA adapters the server serves, asked for as model 'fedrag:NAME'. llama.cpp: in the order of "
+        "'fedrag llm serve --lora' (a name's position is its adapter id); vLLM: the names of --lora-modules.",
+    )
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for a whole answer.")
     max_tokens: int = Field(384, ge=1, le=32_768, description="Most tokens generated per answer.")
     temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
@@ -201,6 +225,20 @@ class LLMEndpointSettings(_Section):
         400, ge=0, le=20_000, description="Structured: most characters of reasoning (0: answer without it)."
     )
     answer_chars: int = Field(800, ge=20, le=20_000, description="Structured: most characters of the answer.")
+
+    @model_validator(mode="after")
+    def _adapters_served(self) -> LLMEndpointSettings:
+        if len(set(self.adapters)) != len(self.adapters):
+            raise ValueError("llm.adapters names an adapter twice")
+        if self.server == "llama.cpp" and self.lora_adapter and self.lora_adapter not in self.adapters:
+            # llama.cpp selects an adapter by its position, so the default must be listed.
+            raise ValueError(f"llm.lora_adapter {self.lora_adapter!r} must be one of llm.adapters (llama.cpp)")
+        return self
+
+    def served_adapters(self) -> list[str]:
+        """The adapters the server serves: ``adapters``, and for vLLM a default adapter named only there."""
+        extra = [self.lora_adapter] if self.lora_adapter and self.lora_adapter not in self.adapters else []
+        return [*self.adapters, *extra]
 
 
 class GroundingSettings(_Section):
@@ -285,3 +323,138 @@ class GatewaySettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Explicit values (CLI flags) override the environment."""
         return (init_settings, env_settings)
+
+
+class AdapterTrainingSettings(_Section):
+    """The adapter every party trains."""
+
+    rank: int = Field(8, ge=1, le=64, description="LoRA rank (vLLM serves ranks up to --max-lora-rank).")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"], min_length=1, description="Linear layers that get a LoRA."
+    )
+    virtual_tokens: int = Field(16, ge=1, le=256, description="Soft prompt length (prompt strategies).")
+    max_rank: int = Field(64, ge=1, le=512, description="FLoRA: the stacked rank is cut (SVD) to this.")
+    seed: int = Field(0, description="Seeds every shared initialisation (FFA-LoRA's frozen A, the prompt).")
+
+
+class LocalTrainingSettings(_Section):
+    """What each silo does in one round, on its own examples."""
+
+    learning_rate: float = Field(2e-3, gt=0, le=1, description="AdamW learning rate.")
+    epochs: float = Field(1.0, gt=0, le=100, description="Passes over the silo's training examples per round.")
+    batch_size: int = Field(4, ge=1, le=256, description="Examples per step (expected batch under DP-SGD).")
+    max_steps: int = Field(0, ge=0, description="Cap on steps per round (0: none).")
+    max_length: int = Field(768, ge=64, le=8192, description="Longest example in tokens; longer ones are skipped.")
+    max_examples: int = Field(200, ge=1, description="Most examples a silo builds (capped by its own policy).")
+    held_out: float = Field(0.25, ge=0, lt=1, description="Share of each silo's documents kept for evaluation.")
+    sources: int = Field(2, ge=1, le=10, description="Passages per training prompt (the answer and distractors).")
+    passage_chars: int = Field(240, ge=40, le=4000, description="Each training passage clipped to this length.")
+    qa_file: str | None = Field(
+        None, description="QA pairs (JSONL) inside each silo directory; absent: questions from its documents."
+    )
+    threads: int = Field(1, ge=1, le=256, description="Torch CPU threads per silo.")
+
+
+class RecordDPSettings(_Section):
+    """Record-level DP-SGD inside each silo (Opacus): protects each training example."""
+
+    enabled: bool = Field(False, description="Train every silo with DP-SGD.")
+    noise_multiplier: float = Field(1.0, ge=0, description="Noise std over the per-example clipping norm.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Per-example gradient clipping norm.")
+    delta: float = Field(1e-5, gt=0, lt=1, description="The delta epsilon is reported at.")
+
+
+class ClientDPSettings(_Section):
+    """Client-level DP at the server (Flower's fixed-clipping wrapper): protects each silo's whole update."""
+
+    enabled: bool = Field(False, description="Clip each silo's update and add Gaussian noise to the aggregate.")
+    noise_multiplier: float = Field(0.5, ge=0, description="Noise std over the clipping norm.")
+    clipping_norm: float = Field(1.0, gt=0, description="Each update's L2 norm is clipped to this.")
+    delta: float = Field(1e-5, gt=0, lt=1, description="The delta epsilon is reported at.")
+
+
+class SecureAggregationSettings(_Section):
+    """SecAgg+ (Flower): the server learns only the sum of the silos' updates."""
+
+    enabled: bool = Field(False, description="Aggregate with SecAgg+ (needs at least 3 silos).")
+    num_shares: int = Field(3, ge=2, description="Shares each silo's secret is split into.")
+    reconstruction_threshold: int = Field(2, ge=2, description="Shares needed to reconstruct (dropouts tolerated).")
+    clipping_range: float = Field(8.0, gt=0, description="Values are clipped to ± this before quantisation.")
+    quantization_range: int = Field(4_194_304, ge=2, description="Quantisation levels.")
+
+
+class DeploymentSiloSettings(_Section):
+    """A silo that ``fedrag train run`` starts a SuperNode for (local deployments)."""
+
+    name: str = Field(min_length=1, max_length=64, description="The silo's name (for logs and reports).")
+    dir: Path = Field(description="The silo's data directory (relative paths: from the config file).")
+
+
+class DeploymentSettings(_Section):
+    """Where the run executes: Flower's deployment engine."""
+
+    superlink: str = Field(
+        "local",
+        description="'local': start a SuperLink and one SuperNode per listed silo on loopback; "
+        "or HOST:PORT of a running SuperLink whose SuperNodes the silo operators started.",
+    )
+    silos: list[DeploymentSiloSettings] = Field(default_factory=list, description="Local deployments: the silos.")
+    tls: bool = Field(True, description="Local deployments: TLS between SuperLink and SuperNodes (own CA).")
+    node_auth: bool = Field(True, description="Local deployments: SuperNode authentication (registered keys).")
+    root_certificates: Path | None = Field(None, description="Remote SuperLink: its CA certificate (TLS).")
+    min_nodes: int = Field(2, ge=1, description="Silos that must be connected before round 1.")
+    round_timeout_s: float = Field(1800.0, gt=0, description="Seconds to wait for the silos' replies per round.")
+    start_timeout_s: float = Field(300.0, gt=0, description="Seconds to wait for min_nodes silos to connect.")
+
+
+class TrainRunSettings(BaseModel):
+    """One federated training run (``fedrag train run --config FILE``); it travels to every silo."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    strategy: Literal["fedavg-lora", "ffa-lora", "flora", "prompt-avg", "prompt-cluster"] = Field(
+        "ffa-lora", description="Aggregation strategy (training.strategies)."
+    )
+    rounds: int = Field(3, ge=1, le=10_000, description="Federated rounds.")
+    output: Path = Field(Path("train-out"), description="Where the adapter and the report are written.")
+    clusters: int = Field(2, ge=1, description="prompt-cluster: number of prompt clusters.")
+    max_update_norm: float | None = Field(
+        None, gt=0, description="Updates with a larger L2 norm are clipped (10x larger: rejected)."
+    )
+    adapter: AdapterTrainingSettings = Field(default_factory=AdapterTrainingSettings)
+    local: LocalTrainingSettings = Field(default_factory=LocalTrainingSettings)
+    record_dp: RecordDPSettings = Field(default_factory=RecordDPSettings)
+    client_dp: ClientDPSettings = Field(default_factory=ClientDPSettings)
+    secure_aggregation: SecureAggregationSettings = Field(default_factory=SecureAggregationSettings)
+    deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
+
+    @model_validator(mode="after")
+    def _compatible(self) -> TrainRunSettings:
+        if self.client_dp.enabled and self.strategy in ("flora", "prompt-cluster"):
+            raise ValueError(f"client-level DP cannot wrap {self.strategy}; use fedavg-lora, ffa-lora or prompt-avg")
+        if self.secure_aggregation.enabled and self.strategy in ("flora", "prompt-cluster"):
+            raise ValueError(f"secure aggregation gives only sums; {self.strategy} needs each update")
+        sa = self.secure_aggregation
+        if sa.enabled and sa.reconstruction_threshold > sa.num_shares:
+            raise ValueError("secure_aggregation.reconstruction_threshold must not exceed num_shares")
+        return self
+
+
+def load_train_settings(path: Path) -> TrainRunSettings:
+    """Read a training run's TOML file; relative paths resolve from the file's directory."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        settings = TrainRunSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    base = Path(path).resolve().parent
+    settings.output = (base / settings.output).resolve()
+    for silo in settings.deployment.silos:
+        silo.dir = (base / silo.dir).resolve()
+    if settings.deployment.root_certificates is not None:
+        settings.deployment.root_certificates = (base / settings.deployment.root_certificates).resolve()
+    return settings

@@ -41,6 +41,7 @@ def llm_settings(settings: GatewaySettings) -> LLMSettings:
         max_tokens=llm.max_tokens,
         temperature=llm.temperature,
         context_tokens=llm.context_tokens,
+        lora_ids={name: i for i, name in enumerate(llm.adapters)} if llm.server == "llama.cpp" else {},
     )
 
 

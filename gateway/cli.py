@@ -46,7 +46,17 @@ def serve(
     llm_api_key: Annotated[
         str | None, typer.Option(envvar="FEDRAG_LLM_API_KEY", help="Key for the LLM server.")
     ] = None,
-    lora_adapter: Annotated[str | None, typer.Option(help="A served LoRA adapter to answer with.")] = None,
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--adapter",
+            help="A LoRA adapter the LLM server serves, asked for as model fedrag:NAME (repeat for more). "
+            "llama.cpp: in the order of 'fedrag llm serve --lora'; vLLM: a name of --lora-modules.",
+        ),
+    ] = None,
+    lora_adapter: Annotated[
+        str | None, typer.Option(help="The default adapter, for requests that name no served model.")
+    ] = None,
     context_tokens: Annotated[int, typer.Option(help="The model's context window in tokens.")] = 2048,
     max_tokens: Annotated[int, typer.Option(help="Most tokens generated per answer.")] = 384,
     answer_format: Annotated[
@@ -94,6 +104,7 @@ def serve(
                 model=model,
                 api_key=llm_api_key,
                 lora_adapter=lora_adapter,
+                adapters=adapter or [],
                 context_tokens=context_tokens,
                 max_tokens=max_tokens,
                 answer_format=answer_format,
@@ -197,6 +208,9 @@ def ask(
         list[str] | None, typer.Option("--choice", help="An option (repeat for multiple choice).")
     ] = None,
     llm_only: Annotated[bool, typer.Option(help="Allow an answer without sources if no silo answers.")] = False,
+    model: Annotated[
+        str | None, typer.Option(help="The model to answer with, e.g. fedrag:NAME (see the gateway's /v1/models).")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON reply.")] = False,
 ) -> None:
@@ -206,6 +220,8 @@ def ask(
     body: dict[str, Any] = {"question": question, "allow_llm_only": llm_only}
     if choice:
         body["choices"] = choice
+    if model:
+        body["model"] = model
     try:
         response = httpx.post(
             f"{gateway.rstrip('/')}/v1/ask", json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout

@@ -27,6 +27,13 @@ def main() -> None:
     """The embedded LLM server (llama.cpp, CPU) for demos and tests."""
 
 
+def _adapter(spec: str) -> tuple[str, Path]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ConfigError(f"--lora {spec!r}: expected NAME=FILE")
+    return name.strip(), Path(path).expanduser()
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback unless an API key is set).")] = "127.0.0.1",
@@ -41,8 +48,20 @@ def serve(
     api_key_file: Annotated[
         Path | None, typer.Option(help="File holding an API key the server will require (Bearer).")
     ] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lora",
+            help="NAME=FILE: serve a llama.cpp LoRA adapter (GGUF, from training.export) beside the base model "
+            "(repeat for more). Give the gateway the same names in the same order (--adapter NAME).",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the OpenAI chat-completions API on HOST:PORT until Ctrl-C or SIGTERM."""
+    """Serve the OpenAI chat-completions API on HOST:PORT until Ctrl-C or SIGTERM.
+
+    Requests without a ``lora`` field get the base model; ``"lora": [{"id": i, "scale": 1}]``
+    selects the i-th --lora adapter (the gateway sends it for model fedrag:NAME).
+    """
     api_key = None
     if api_key_file is not None:
         try:
@@ -52,7 +71,15 @@ def serve(
         if not api_key:
             raise ConfigError(f"the API key file {api_key_file} is empty")
     server = EmbeddedLLMServer(
-        model=model, model_name=name, host=host, port=port, ctx=ctx, parallel=parallel, threads=threads, api_key=api_key
+        model=model,
+        model_name=name,
+        host=host,
+        port=port,
+        ctx=ctx,
+        parallel=parallel,
+        threads=threads,
+        api_key=api_key,
+        lora_adapters=[_adapter(spec) for spec in lora or []],
     )
     stop = threading.Event()
 
@@ -65,6 +92,8 @@ def serve(
         try:
             typer.echo(f"base_url: {server.base_url}")
             typer.echo(f"model: {server.model_name}")
+            for adapter_id, adapter in enumerate(server.adapter_names):
+                typer.echo(f"adapter {adapter_id}: {adapter}")
             err_console.print(
                 f"OpenAI API at {server.base_url}/v1 (ctx {server.ctx}, {server.threads} threads); Ctrl-C to stop"
             )

@@ -8,12 +8,13 @@ Errors are translated where they enter: unreachable -> ``Unavailable`` (``llm_un
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import re
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -37,7 +38,9 @@ class LLMSettings:
         base_url: the server's base URL, e.g. ``http://127.0.0.1:8080`` (a trailing ``/v1`` is accepted).
         model: the model name sent with each request.
         api_key: sent as ``Authorization: Bearer <key>`` when set.
-        lora_adapter: a served LoRA adapter's name, sent instead of ``model`` (vLLM's ``--lora-modules name=path``).
+        lora_adapter: the served LoRA adapter that answers (None: the base model). One with an id in
+            ``lora_ids`` is selected per request with llama.cpp's ``lora`` field; any other is sent
+            instead of ``model`` (vLLM's ``--lora-modules name=path``).
         timeout_s: seconds for a whole non-streamed answer, and between two streamed chunks.
         connect_timeout_s: seconds to open a connection.
         max_tokens: default most tokens generated per answer.
@@ -45,6 +48,10 @@ class LLMSettings:
         context_tokens: the model's context window, for callers that pack prompts.
         extra_body: server-specific fields sent with every request (a call's own ``extra_body`` wins),
             e.g. llama.cpp's ``{"cache_prompt": False}`` for latency measurements.
+        lora_ids: a llama.cpp server's adapters, name -> adapter id (its position in ``--lora``). When
+            set, every request states every adapter's scale (1 for the one that answers, 0 for the
+            others): llama.cpp reuses a prompt cache built under another adapter for a request
+            without a ``lora`` field.
     """
 
     base_url: str
@@ -57,6 +64,7 @@ class LLMSettings:
     temperature: float = 0.2
     context_tokens: int | None = None
     extra_body: Mapping[str, Any] = field(default_factory=dict)
+    lora_ids: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,10 @@ class ChatDelta:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+
+
+def _by_id(item: tuple[str, int]) -> int:
+    return item[1]
 
 
 def _status_error(status: int | None, body: bytes | str) -> UpstreamError:
@@ -180,8 +192,27 @@ class LLMClient:
 
     @property
     def model_name(self) -> str:
-        """The model sent with each request: the LoRA adapter when set, else the base model."""
+        """The model that answers: the LoRA adapter when set, else the base model."""
         return self.settings.lora_adapter or self.settings.model
+
+    def with_adapter(self, adapter: str | None) -> LLMClient:
+        """This client answering with ``adapter`` (None: the base model), sharing its connection pool.
+
+        Close only the original client; closing the pool closes it for both.
+        """
+        if adapter == self.settings.lora_adapter:
+            return self
+        view = copy.copy(self)
+        view.settings = replace(self.settings, lora_adapter=adapter)
+        return view
+
+    def _model_fields(self) -> dict[str, Any]:
+        """``model``, and for a llama.cpp server with adapters the ``lora`` scales of every adapter."""
+        ids, adapter = self.settings.lora_ids, self.settings.lora_adapter
+        if not ids:
+            return {"model": self.model_name}
+        lora = [{"id": i, "scale": 1.0 if name == adapter else 0.0} for name, i in sorted(ids.items(), key=_by_id)]
+        return {"model": self.settings.model if adapter in ids else self.model_name, "lora": lora}
 
     def _headers(self, *, stream: bool = False) -> dict[str, str]:
         headers = {"Accept": "text/event-stream", "Connection": "close"} if stream else {"Accept": "application/json"}
@@ -200,7 +231,7 @@ class LLMClient:
         return {
             **self.settings.extra_body,
             **(extra_body or {}),
-            "model": self.model_name,
+            **self._model_fields(),
             "messages": [dict(m) for m in messages],
             "max_tokens": self.settings.max_tokens if max_tokens is None else max_tokens,
             "temperature": self.settings.temperature if temperature is None else temperature,

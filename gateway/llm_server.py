@@ -13,13 +13,24 @@ Production runs vLLM on a GPU host instead and points the gateway at it
         --reasoning-parser deepseek_r1
 
 ``--enable-lora --lora-modules NAME=PATH`` serves a LoRA adapter (e.g. the federated one
-from ``training/``) under its own model name NAME, next to the base model: set the
-gateway's ``lora_adapter`` (or ``model``) to NAME; ``--max-lora-rank`` (default 16) must be
-at least the adapter's rank. ``--reasoning-parser`` matters for reasoning models only
+from ``training/``, its peft directory as it is) under its own model name NAME, next to the
+base model: start the gateway with ``--llm-server vllm --adapter NAME`` and ask for
+``fedrag:NAME``; ``--max-lora-rank`` (default 16) must be at least the adapter's rank.
+``--reasoning-parser`` matters for reasoning models only
 (``deepseek_r1`` for DeepSeek-R1 distills and QwQ, ``qwen3`` for Qwen3; SmolLM2 is not one):
 vLLM then returns the chain of thought in a separate ``reasoning_content`` field (named
 ``reasoning`` in recent vLLM), which the client reads. vLLM before 0.10 also needed
 ``--enable-reasoning``. Add ``--api-key KEY`` when the server is reachable beyond loopback.
+
+The embedded server serves LoRA adapters too (``lora_adapters=[(NAME, FILE)]``, ``fedrag llm
+serve --lora NAME=FILE``), as llama.cpp GGUF adapter files (``training.export``). They are
+loaded with scale 0, so a request without a ``lora`` field is answered by the base model; a
+request selects adapter ``i`` (its position in the list) with ``"lora": [{"id": i, "scale": 1}]``,
+which is what the gateway sends for ``fedrag:NAME`` (``--adapter NAME``, in the same order).
+llama.cpp clears a slot's prompt cache when a request's ``lora`` scales differ from the slot's,
+but not for a request without the field: after an adapter's request, such a request may reuse
+a prompt cache computed with the adapter. So clients of a server with adapters (the gateway
+does) send every adapter's scale with every request, 0 for the base model.
 
 xllamacpp facts this module relies on: ``Server(CommonParams)`` loads the model and starts
 listening before it returns (``RuntimeError`` if it cannot, e.g. the port is taken); port 0
@@ -34,9 +45,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -51,6 +64,7 @@ logger = logging.getLogger(__name__)
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM} if hasattr(signal, "pthread_sigmask") else set()
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def model_path() -> Path:
@@ -67,6 +81,31 @@ def model_path() -> Path:
     if not path.is_file():
         raise ConfigError(f"{path} is missing; {hint}")
     return path
+
+
+def _check_adapters(adapters: Sequence[tuple[str, Path]]) -> tuple[tuple[str, Path], ...]:
+    """The adapters, checked: valid unique names, existing GGUF files (llama.cpp checks the rest at load)."""
+    checked: list[tuple[str, Path]] = []
+    for name, path in adapters:
+        if not ADAPTER_NAME.match(name):
+            raise ConfigError(f"adapter name {name!r}: use letters, digits, '_', '.', '-' (at most 64)")
+        if name in (n for n, _ in checked):
+            raise ConfigError(f"adapter name {name!r} is given twice")
+        path = Path(path)
+        if path.is_dir():
+            raise ConfigError(
+                f"adapter {name!r}: {path} is a directory; llama.cpp serves a GGUF adapter file: export a peft "
+                "adapter with training.export.export_llamacpp_lora (vLLM serves the directory itself)"
+            )
+        try:
+            with open(path, "rb") as fh:
+                magic = fh.read(4)
+        except OSError as exc:
+            raise ConfigError(f"adapter {name!r}: cannot read {path}: {exc.strerror}") from exc
+        if magic != b"GGUF":
+            raise ConfigError(f"adapter {name!r}: {path} is not a GGUF file")
+        checked.append((name, path))
+    return tuple(checked)
 
 
 def _default_threads() -> int:
@@ -99,6 +138,9 @@ class EmbeddedLLMServer:
             KV cache (``kv_unified``), so each request may still use the whole ``ctx``.
         threads: CPU threads (default: all cores this process may use but one).
         api_key: when set, the server requires ``Authorization: Bearer <key>``.
+        lora_adapters: ``(name, file)`` of llama.cpp LoRA adapters (GGUF) to load beside the base
+            model; adapter ``i`` answers requests that send ``"lora": [{"id": i, "scale": 1}]``,
+            every other request is answered by the base model.
     """
 
     def __init__(
@@ -112,9 +154,11 @@ class EmbeddedLLMServer:
         parallel: int = 1,
         threads: int | None = None,
         api_key: Secret | None = None,
+        lora_adapters: Sequence[tuple[str, Path]] = (),
     ) -> None:
         if ctx < 64 or parallel < 1 or not 0 <= port <= 65535:
             raise ConfigError("the embedded LLM needs ctx >= 64, parallel >= 1 and a port in 0..65535")
+        self.lora_adapters = _check_adapters(lora_adapters)
         self.model = model
         self.model_name = model_name or (DEFAULT_MODEL_NAME if model is None else model.stem.lower())
         self.host, self.port, self.ctx, self.parallel = host, port, ctx, parallel
@@ -125,7 +169,8 @@ class EmbeddedLLMServer:
 
     def __repr__(self) -> str:
         where = self._base_url or f"{self.host}:{self.port} (stopped)"
-        return f"EmbeddedLLMServer({self.model_name!r} at {where}, ctx={self.ctx}, parallel={self.parallel})"
+        adapters = f", adapters={self.adapter_names}" if self.lora_adapters else ""
+        return f"EmbeddedLLMServer({self.model_name!r} at {where}, ctx={self.ctx}, parallel={self.parallel}{adapters})"
 
     @property
     def running(self) -> bool:
@@ -157,7 +202,16 @@ class EmbeddedLLMServer:
         params.endpoint_metrics = True  # Prometheus /metrics; also what start() waits on
         if self._api_key:
             params.api_keys = [self._api_key.reveal()]
+        if self.lora_adapters:
+            # Scale 0 and not applied: requests without a ``lora`` field get the base model.
+            params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(path), 0.0) for _, path in self.lora_adapters]
+            params.lora_init_without_apply = True
         return params
+
+    @property
+    def adapter_names(self) -> list[str]:
+        """The served adapters' names; a name's position is its llama.cpp adapter id."""
+        return [name for name, _ in self.lora_adapters]
 
     def start(self) -> None:
         """Load the model and start listening (returns once the model is loaded).

@@ -27,6 +27,7 @@ from gateway.fanout import SiloOutcome, SiloPool
 from gateway.generation import STREAM_HOLDBACK_CHARS, Generated, Generator
 from gateway.grounding import GroundingChecker, GroundingReport
 from gateway.llm_client import LLMClient
+from gateway.models import resolve_model
 from gateway.prompting import NumberedSource, ParsedAnswer
 from gateway.protocol import AskResponse, Citation, Claim, GenerationTrace, SiloTrace, Trace
 from router import Router, RoutingPlan, SiloView
@@ -87,6 +88,7 @@ class Pipeline:
         self.merger = merger
         self.llm = llm
         self._run = executor_run
+        self.model_name = resolve_model(settings.llm, None).name
         self._configure_answering()
 
     def _configure_answering(self) -> None:
@@ -112,6 +114,21 @@ class Pipeline:
             update={"llm": llm, "grounding": grounding or self.settings.grounding}
         )
         variant._configure_answering()
+        return variant
+
+    def for_model(self, requested: str | None) -> Pipeline:
+        """This pipeline answering with the model a request names (:func:`gateway.models.resolve_model`).
+
+        Raises:
+            NotFound: an unknown ``fedrag:`` model (``model_not_found``).
+        """
+        choice = resolve_model(self.settings.llm, requested)
+        variant = copy.copy(self)
+        variant.llm = self.llm.with_adapter(choice.adapter)
+        variant.model_name = choice.name
+        variant.generator = Generator(
+            variant.llm, self.settings.llm, require_citation=self.settings.grounding.require_citation
+        )
         return variant
 
     async def _embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -285,7 +302,7 @@ class Pipeline:
                 self.grounding.check, generated.parsed.answer, texts, list(generated.parsed.citations)
             )
             retrieval.timings_ms["ground"] = _ms(t)
-        yield self._response(retrieval, generated, grounding, started, choices, model=self.llm.model_name)
+        yield self._response(retrieval, generated, grounding, started, choices, model=self.model_name)
 
     def _nothing_retrieved_text(self, retrieval: Retrieval) -> str:
         failures = [f"{o.silo}: {o.status}" + (f" ({o.detail})" if o.detail else "") for o in retrieval.outcomes]

@@ -91,6 +91,9 @@ class AskRequest(BaseModel):
         None, max_length=MAX_CHOICES, description="Options of a multiple-choice question."
     )
     allow_llm_only: bool = Field(False, description="Answer from the model alone when no silo can be searched.")
+    model: str | None = Field(
+        None, min_length=1, description="The model to answer with (GET /v1/models); the gateway's default when None."
+    )
 
     @field_validator("question")
     @classmethod

@@ -275,6 +275,30 @@ class SiloStore:
             for r in rows
         }
 
+    def document_chunks(self, doc_id: str) -> list[StoredChunk]:
+        """A document's chunks in order (empty when it does not exist)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.chunk_id, c.doc_id, d.title, c.text, d.metadata FROM chunks c "
+                "JOIN documents d ON d.doc_id = c.doc_id WHERE c.doc_id = ? ORDER BY c.ord",
+                (doc_id,),
+            ).fetchall()
+        return [
+            StoredChunk(chunk_id=int(r[0]), doc_id=r[1], title=r[2], text=r[3], metadata=json.loads(r[4])) for r in rows
+        ]
+
+    def first_chunks(self, *, offset: int = 0, limit: int = 100) -> list[StoredChunk]:
+        """Each document's first chunk, documents ordered by id, paginated."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.chunk_id, c.doc_id, d.title, c.text, d.metadata FROM documents d "
+                "JOIN chunks c ON c.doc_id = d.doc_id AND c.ord = 0 ORDER BY d.doc_id LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [
+            StoredChunk(chunk_id=int(r[0]), doc_id=r[1], title=r[2], text=r[3], metadata=json.loads(r[4])) for r in rows
+        ]
+
     def list_documents(self, *, offset: int = 0, limit: int = 100) -> list[DocumentInfo]:
         """Documents ordered by id, paginated."""
         with self._lock:

@@ -36,6 +36,15 @@ def encoder() -> SentenceTransformerEncoder:
     return enc
 
 
+@pytest.fixture(scope="session")
+def base_model_dir() -> Path:
+    """The transformers copy of the embedded LLM's GGUF (converted once into the user's cache)."""
+    pytest.importorskip("transformers")
+    from training.base_model import hf_model_dir
+
+    return hf_model_dir()
+
+
 @dataclass
 class Federation:
     """A federation on disk: two silos (alpha, beta), one gateway, one outsider key."""

@@ -12,7 +12,7 @@ from gateway.pipeline import Pipeline
 from gateway.protocol import AskRequest, AskResponse
 
 router = APIRouter(prefix="/v1", tags=["qa"])
-_ERRORS: dict[int | str, dict[str, object]] = {c: problem_schema() for c in (401, 422, 429, 502, 503, 504)}
+_ERRORS: dict[int | str, dict[str, object]] = {c: problem_schema() for c in (401, 404, 422, 429, 502, 503, 504)}
 
 
 def record(metrics: GatewayMetrics, response: AskResponse) -> None:
@@ -44,6 +44,7 @@ async def ask(
     metrics: GatewayMetrics = Depends(get_metrics),  # noqa: B008
 ) -> AskResponse:
     """Answer a question from the federation's silos, with step-by-step reasoning and citations."""
+    pipeline = pipeline.for_model(body.model)
     if len(body.question) > pipeline.settings.max_question_chars:
         raise ValidationFailed(f"question is over {pipeline.settings.max_question_chars} characters", code="too_long")
     response = await cancel_on_disconnect(

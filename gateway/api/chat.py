@@ -27,7 +27,7 @@ from gateway.pipeline import Pipeline
 from gateway.protocol import AskResponse, ChatCompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-_ERRORS: dict[int | str, dict[str, object]] = {c: problem_schema() for c in (401, 422, 429, 502, 503, 504)}
+_ERRORS: dict[int | str, dict[str, object]] = {c: problem_schema() for c in (401, 404, 422, 429, 502, 503, 504)}
 
 
 def _extras(answer: AskResponse) -> dict[str, Any]:
@@ -90,7 +90,11 @@ async def chat_completions(
     pipeline: Pipeline = Depends(get_pipeline),  # noqa: B008
     metrics: GatewayMetrics = Depends(get_metrics),  # noqa: B008
 ) -> dict[str, Any] | StreamingResponse:
-    """Chat completion grounded in the federation (the last user message is the question)."""
+    """Chat completion grounded in the federation (the last user message is the question).
+
+    ``model`` picks the base model or a served adapter (``fedrag:NAME``, see ``GET /v1/models``).
+    """
+    pipeline = pipeline.for_model(body.model)
     question = body.question()
     if len(question) > pipeline.settings.max_question_chars:
         raise ValidationFailed(f"question is over {pipeline.settings.max_question_chars} characters", code="too_long")
@@ -107,7 +111,7 @@ async def chat_completions(
     events = pipeline.answer_stream(question, request_id=request_id, max_tokens=max_tokens)
     # Run retrieval before the response starts, so retrieval and LLM errors keep their HTTP status.
     first = await cancel_on_disconnect(request, anext(events))
-    model = pipeline.settings.llm.lora_adapter or pipeline.settings.llm.model
+    model = pipeline.model_name
 
     async def sse() -> AsyncIterator[str]:
         try:

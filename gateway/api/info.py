@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from federation.http import problem_response, problem_schema
 from gateway.api.deps import api_caller, get_pipeline
 from gateway.metrics import GatewayMetrics
+from gateway.models import model_names
 from gateway.pipeline import Pipeline
 
 router = APIRouter()
@@ -19,9 +20,15 @@ router = APIRouter()
 
 @router.get("/v1/models", tags=["openai"], responses={401: problem_schema()})
 async def models(caller: str = Depends(api_caller), pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, Any]:  # noqa: B008
-    """The model the gateway answers with (any name is accepted in requests)."""
-    name = pipeline.settings.llm.lora_adapter or pipeline.settings.llm.model
-    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "fedrag"}]}
+    """The models requests may name: the base model and each served adapter as ``fedrag:NAME``.
+
+    An unknown ``fedrag:`` name is refused with 404; any other name gets the default model.
+    """
+    names = model_names(pipeline.settings.llm)
+    return {
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "fedrag"} for name in names],
+    }
 
 
 @router.get("/v1/silos", tags=["federation"], responses={401: problem_schema()})
