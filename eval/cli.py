@@ -101,8 +101,18 @@ def run(
     out: Annotated[Path, typer.Option(help="Output directory (a crashed run resumes from it).")] = Path("eval-out"),
     restart: Annotated[bool, typer.Option(help="Discard what OUT holds and start again.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of every sample and partition.")] = 0,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lora",
+            help="NAME=FILE: serve a llama.cpp LoRA adapter (GGUF, from 'fedrag train export') beside the base model "
+            "and answer every question with it (model fedrag:NAME; repeat for more: the first answers). Its file "
+            "hash is part of the run's identity. With --llm-url the server must serve the same files in this order.",
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) an evaluation; writes OUT/report.md, OUT/results.json, OUT/questions.jsonl and plots."""
+    from eval.adapters import adapter_identity, parse_lora
     from eval.answering import parse_formats
     from eval.configs import select_configs
     from eval.evaluation import run_evaluation
@@ -119,6 +129,8 @@ def run(
         else:
             free_form = [c for c in select_configs(answer_configs) if c.retrieves] if answer_configs.strip() else []
         formats = parse_formats(answer_formats)
+        adapters = tuple(parse_lora(spec) for spec in lora or [])
+        adapter_identity(adapters)  # refuses a name given twice
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     limits = (
@@ -160,6 +172,7 @@ def run(
         answer_max_tokens=answer_max_tokens,
         serve_mode=serve,  # type: ignore[arg-type]
         seed=seed,
+        lora_adapters=adapters,
     )
     # Silos served for DP configurations keep no audit log (nothing here outlives the run), which
     # the release policy rightly warns about in production; the warning is noise in an evaluation.

@@ -47,8 +47,10 @@ def _llm_endpoint(options: RunOptions) -> Iterator[str | None]:
     url = f"http://127.0.0.1:{port}"
     # Every core: the harness waits while the model generates (a gateway in production shares them).
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    command = ["llm", "serve", "--port", str(port), "--ctx", str(options.context_tokens), "--threads", str(threads)]
+    command += [arg for a in options.lora_adapters for arg in ("--lora", f"{a.name}={a.path}")]
     with fedrag_service(
-        ["llm", "serve", "--port", str(port), "--ctx", str(options.context_tokens), "--threads", str(threads)],
+        command,
         f"{url}/v1/models",
         log=options.out / "llm.log",
         what="embedded LLM server",
@@ -72,6 +74,8 @@ async def _run(options: RunOptions, suites: list[str], encoder: Encoder, progres
                 temperature=0.0,
                 context_tokens=options.context_tokens,
                 extra_body={"cache_prompt": False} if embedded else {},
+                lora_adapter=options.default_adapter,
+                lora_ids={a.name: i for i, a in enumerate(options.lora_adapters)},
             )
         )
     try:
@@ -118,6 +122,8 @@ def run_evaluation(
         label = "the embedded llama.cpp server (`fedrag llm serve`)"
     else:
         label = url
+    if options.default_adapter is not None:
+        label += f", answering with LoRA adapter `fedrag:{options.default_adapter}`"
     return report(options.out, llm=label, seconds=time.perf_counter() - started)
 
 

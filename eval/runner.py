@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from aggregation import Passage, make_merger
 from eval.abstention import calibrate_threshold, calibration_sample
+from eval.adapters import LoraAdapter, adapter_identity
 from eval.answering import (
     ANSWER_FORMATS,
     REASONING_LOG_CHARS,
@@ -100,6 +101,8 @@ class RunOptions:
     ``answer_configs`` answer ``answer_limit`` retrieval questions and ``abstain_limit``
     unanswerable ones free-form in each of ``answer_formats``; ``calibration_limit`` more
     unanswerable questions calibrate the structured format's abstention threshold.
+    ``lora_adapters`` are served beside the base model and the first one answers every
+    question (:mod:`eval.adapters`); their file hashes are part of the run's identity.
     """
 
     out: Path
@@ -128,10 +131,23 @@ class RunOptions:
     llm_timeout_s: float = 300.0
     serve_mode: ServeMode = "inprocess"
     seed: int = 0
+    lora_adapters: tuple[LoraAdapter, ...] = ()
 
     def identity(self) -> dict[str, Any]:
-        """The options that decide questions and answers: a resumed run must use the same."""
-        return {key: getattr(self, key) for key in _IDENTITY_FIELDS}
+        """The options that decide questions and answers: a resumed run must use the same.
+
+        The adapters (names and file hashes) are included only when there are some, so runs of
+        the base model keep the identity they had before adapters existed.
+        """
+        identity = {key: getattr(self, key) for key in _IDENTITY_FIELDS}
+        if self.lora_adapters:
+            identity["lora"] = adapter_identity(self.lora_adapters)
+        return identity
+
+    @property
+    def default_adapter(self) -> str | None:
+        """The adapter that answers (the first of ``lora_adapters``), or None for the base model."""
+        return self.lora_adapters[0].name if self.lora_adapters else None
 
     def answers(self, config: EvalConfig) -> bool:
         """Whether ``config`` answers retrieval and unanswerable questions free-form."""
@@ -300,6 +316,8 @@ class SuiteRun:
             max_tokens=o.mc_max_tokens,
             temperature=0.0,
             context_tokens=o.context_tokens,
+            adapters=[a.name for a in o.lora_adapters],
+            lora_adapter=o.default_adapter,
         )
 
     def _kind_llm(self, kind: str) -> LLMEndpointSettings:
@@ -582,7 +600,8 @@ def write_run_file(options: RunOptions) -> None:
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("identity") != identity:
-            changed = sorted(k for k in identity if saved.get("identity", {}).get(k) != identity[k])
+            before = saved.get("identity", {})
+            changed = sorted(k for k in {*identity, *before} if before.get(k) != identity.get(k))
             raise ConfigError(
                 f"{options.out} holds a run with other settings ({', '.join(changed)}): "
                 "choose another --out, or --restart to discard it"

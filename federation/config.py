@@ -419,6 +419,11 @@ class TrainRunSettings(BaseModel):
     rounds: int = Field(3, ge=1, le=10_000, description="Federated rounds.")
     output: Path = Field(Path("train-out"), description="Where the adapter and the report are written.")
     clusters: int = Field(2, ge=1, description="prompt-cluster: number of prompt clusters.")
+    evaluate: Literal["every-round", "last-round"] = Field(
+        "last-round",
+        description="Federated evaluation after every round, or only the last (earlier rounds' held-out loss "
+        "then comes from the next round's training replies: one ClientApp start less per silo per round).",
+    )
     max_update_norm: float | None = Field(
         None, gt=0, description="Updates with a larger L2 norm are clipped (10x larger: rejected)."
     )
@@ -436,8 +441,8 @@ class TrainRunSettings(BaseModel):
         if self.secure_aggregation.enabled and self.strategy in ("flora", "prompt-cluster"):
             raise ValueError(f"secure aggregation gives only sums; {self.strategy} needs each update")
         sa = self.secure_aggregation
-        if sa.enabled and sa.reconstruction_threshold > sa.num_shares:
-            raise ValueError("secure_aggregation.reconstruction_threshold must not exceed num_shares")
+        if sa.enabled and sa.reconstruction_threshold >= sa.num_shares:
+            raise ValueError("secure_aggregation.reconstruction_threshold must be below num_shares")
         return self
 
 

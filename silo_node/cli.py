@@ -259,6 +259,47 @@ def serve(
     )
 
 
+@app.command("train-node")
+def train_node(
+    directory: Annotated[Path, typer.Argument(help="Silo directory (its policy.training must allow training).")],
+    superlink: Annotated[str, typer.Option(help="The federation's Flower SuperLink, HOST:PORT.")],
+    root_certificates: Annotated[
+        Path | None, typer.Option(help="CA certificate of the SuperLink's TLS (PEM); required unless --insecure.")
+    ] = None,
+    auth_key: Annotated[
+        Path | None,
+        typer.Option(help="SuperNode private key (OpenSSH EC); its public key must be registered with the SuperLink."),
+    ] = None,
+    insecure: Annotated[bool, typer.Option(help="Connect without TLS (loopback tests only).")] = False,
+    port: Annotated[int, typer.Option(help="Local port of the SuperNode's runtime API (for its ClientApps).")] = 9094,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="The base model as a transformers directory (default: converted and cached).")
+    ] = None,
+) -> None:
+    """Take part in federated training: run a Flower SuperNode for this silo until stopped.
+
+    The SuperNode runs fedrag's ClientApp on this silo's own documents; only adapter or
+    prompt updates leave. The silo's policy (policy.training in silo.toml) decides whether
+    it takes part, whether record-level DP-SGD is required, and its epsilon limit.
+    """
+    import subprocess
+
+    if root_certificates is None and not insecure:
+        raise ConfigError("give --root-certificates CA.pem (the SuperLink's TLS), or --insecure for loopback tests")
+    from silo_node.training_node import supernode_command
+
+    command = supernode_command(
+        directory, superlink, root_certificates=root_certificates, auth_key=auth_key, port=port, model_dir=model_dir
+    )
+    console.print(f"training node for silo {directory}: {' '.join(command)}")
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(command[0]).parent}{os.pathsep}{env.get('PATH', '')}"
+    try:
+        raise typer.Exit(subprocess.call(command, env=env))  # noqa: S603 - our own arguments
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
 @app.command("card")
 def card(directory: Annotated[Path, typer.Argument(help="Silo directory.")]) -> None:
     """Print the card this silo publishes (JSON): what gateways learn about it for routing."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, Literal
 
 import typer
@@ -16,7 +18,7 @@ from rich.table import Table
 from federation.config import TrainRunSettings, load_train_settings
 from federation.errors import ConfigError, Conflict, Unavailable
 from training.adapter_files import ADAPTER_DIR, REPORT_FILE, adapter_config
-from training.deployment import LocalDeployment, run_status, stop_run, submit_run, write_connection
+from training.deployment import LocalDeployment, app_dir_for, run_status, stop_run, submit_run, write_connection
 from training.recorder import CHECKPOINT_FILE, PROGRESS_FILE
 from training.run_config import settings_to_config
 
@@ -50,15 +52,21 @@ def _rounds_done(output: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip().endswith("}")]
 
 
-def follow_run(home: Path, run_id: str, settings: TrainRunSettings, *, poll_s: float = 2.0) -> dict[str, Any]:
+def follow_run(
+    home: Path, run_id: str, settings: TrainRunSettings, *, poll_s: float = 2.0, status_every_s: float = 30.0
+) -> dict[str, Any]:
     """Show progress per round until the run ends; returns its report.
+
+    Progress comes from the output directory; the SuperLink is asked for the run's status
+    (a ``flwr ls``, which costs seconds of CPU) when the report appears and every
+    ``status_every_s`` otherwise, to notice a failed run.
 
     Raises:
         Unavailable: the run failed or was stopped.
     """
     output = settings.output
     status: dict[str, Any] = {"status": "pending"}
-    last_status_check = 0.0
+    last_status_check = time.monotonic()
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("round {task.completed}/{task.total}"),
         TimeElapsedColumn(), console=err_console,
@@ -68,17 +76,18 @@ def follow_run(home: Path, run_id: str, settings: TrainRunSettings, *, poll_s: f
         while True:
             rounds = _rounds_done(output)
             for entry in rounds[seen:]:
-                loss = entry.get("evaluate", {}).get("eval_loss")
-                train = entry.get("train", {})
+                train, loss = entry.get("train", {}), entry.get("evaluate", {}).get("eval_loss")
+                before = train.get("held_out_loss_before")
+                after = f", after: {loss:.4f}" if isinstance(loss, float) else ""
                 progress.console.print(
-                    f"round {entry['round']}: held-out loss {loss if loss is None else round(loss, 4)}, "
-                    f"train loss {train.get('train_loss')}, {train.get('replies-accepted', 0)} of "
-                    f"{train.get('nodes-sampled', 0)} silos accepted, {entry['seconds']:.0f} s"
+                    f"round {entry['round']}: held-out loss before: {_fmt(before)}{after}; train loss "
+                    f"{_fmt(train.get('train_loss'))}; {train.get('replies-accepted', 0)} of "
+                    f"{train.get('nodes-sampled', 0)} silos accepted; {entry['seconds']:.0f} s"
                 )
             seen = len(rounds)
             progress.update(task, completed=seen)
             now = time.monotonic()
-            if now - last_status_check >= 5 * poll_s:
+            if (output / REPORT_FILE).is_file() or now - last_status_check >= status_every_s:
                 last_status_check = now
                 status = run_status(home, run_id)
                 if str(status.get("status", "")).startswith("finished"):
@@ -108,7 +117,7 @@ def run_training(settings: TrainRunSettings, *, force: bool = False) -> dict[str
                 raise ConfigError(f"{silo_dir} is not a silo directory (no silo.toml)")
         with LocalDeployment(workdir, silos, tls=deployment.tls, node_auth=deployment.node_auth) as local:
             err_console.print(f"SuperLink at {local.address} with {len(silos)} SuperNodes ({', '.join(sorted(silos))})")
-            run_id = submit_run(local.home, settings_to_config(settings))
+            run_id = submit_run(local.home, settings_to_config(settings), app_dir_for(settings))
             try:
                 return follow_run(local.home, run_id, settings)
             except KeyboardInterrupt:
@@ -116,7 +125,7 @@ def run_training(settings: TrainRunSettings, *, force: bool = False) -> dict[str
                 raise
     home = workdir / "flwr-home"
     write_connection(home, deployment.superlink, root_certificates=deployment.root_certificates)
-    run_id = submit_run(home, settings_to_config(settings))
+    run_id = submit_run(home, settings_to_config(settings), app_dir_for(settings))
     err_console.print(f"submitted run {run_id} to {deployment.superlink}")
     return follow_run(home, run_id, settings)
 
@@ -149,6 +158,9 @@ def print_report(report: dict[str, Any]) -> None:
         )
     console.print(table)
     console.print(f"full fine-tuning would send {report['full_fine_tuning_bytes']:,} bytes per silo per round")
+    if report.get("fedavg_lora_error"):
+        errors = ", ".join(_fmt(e) for e in report["fedavg_lora_error"])
+        console.print(f"FedAvg of LoRA: relative error of mean(B)·mean(A) against mean(B·A) per round: {errors}")
     if report.get("client_level_epsilon") is not None:
         console.print(f"client-level epsilon: {report['client_level_epsilon']:.2f}")
     if report.get("record_level_epsilon") is not None:
@@ -158,6 +170,10 @@ def print_report(report: dict[str, Any]) -> None:
             if outcome["status"] not in ("accepted",):
                 console.print(f"round {i}: node {node} {outcome['status']}: {outcome['reason']}")
     console.print(f"adapter: {report.get('adapter') or 'none (nothing was aggregated)'}")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command("run")
@@ -176,7 +192,11 @@ def run(
     are written to the configured output directory.
     """
     settings = load_train_settings(config)
-    report = run_training(settings, force=force)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a stopped command stops the deployment it started
+    try:
+        report = run_training(settings, force=force)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print_report(report)
 
 

@@ -22,14 +22,19 @@ from flwr.clientapp import ClientApp
 
 from federation.errors import ConfigError
 from training.run_config import RUN_SETTINGS_KEY, settings_from_config
-from training.silo_trainer import SiloTrainer
+from training.silo_trainer import RoundOutcome, SiloTrainer
 
 logger = logging.getLogger(__name__)
 
 app = ClientApp()
 
 
-def _trainer(context: Context) -> SiloTrainer:
+def silo_trainer(context: Context) -> SiloTrainer:
+    """The trainer of the silo this SuperNode serves (its node config's ``silo-dir``).
+
+    Raises:
+        ConfigError: the node config names no silo.
+    """
     silo_dir = context.node_config.get("silo-dir")
     if not isinstance(silo_dir, str) or not silo_dir:
         raise ConfigError("this SuperNode has no silo: start it with --node-config 'silo-dir=\"/path/to/silo\"'")
@@ -48,20 +53,8 @@ def _record(arrays: dict[str, np.ndarray], order: list[str]) -> ArrayRecord:
     return ArrayRecord({n: Array(np.ascontiguousarray(arrays[n], dtype=np.float32)) for n in names})
 
 
-@app.train()
-def train(message: Message, context: Context) -> Message:
-    """Train the silo's adapter for one round on its own examples."""
-    config = message.content.config_records["config"]
-    settings = settings_from_config(config[RUN_SETTINGS_KEY])
-    round_ = config.get("server-round", 0)
-    if not isinstance(round_, int):
-        raise ConfigError("the train message's config has no integer 'server-round'")
-    received = _arrays(message)
-    trainer = _trainer(context)
-    try:
-        outcome = trainer.train(settings, received, run_id=str(message.metadata.run_id), round_=round_)
-    finally:
-        trainer.close()
+def round_metrics(outcome: RoundOutcome) -> dict[str, int | float | list[int] | list[float]]:
+    """The numbers a silo reports with its round's update (``num-examples`` weighs it)."""
     metrics: dict[str, int | float | list[int] | list[float]] = {
         "num-examples": outcome.result.examples,
         "train_loss": outcome.result.loss,
@@ -72,6 +65,24 @@ def train(message: Message, context: Context) -> Message:
         metrics["held_out_loss_before"] = outcome.held_out_loss_before
     if outcome.result.epsilon is not None:
         metrics["record-epsilon"] = outcome.result.epsilon
+    return metrics
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """Train the silo's adapter for one round on its own examples."""
+    config = message.content.config_records["config"]
+    settings = settings_from_config(config[RUN_SETTINGS_KEY])
+    round_ = config.get("server-round", 0)
+    if not isinstance(round_, int):
+        raise ConfigError("the train message's config has no integer 'server-round'")
+    received = _arrays(message)
+    trainer = silo_trainer(context)
+    try:
+        outcome = trainer.train(settings, received, run_id=str(message.metadata.run_id), round_=round_)
+    finally:
+        trainer.close()
+    metrics = round_metrics(outcome)
     content = RecordDict({"arrays": _record(outcome.arrays, list(received)), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=message)
 
@@ -81,10 +92,10 @@ def evaluate(message: Message, context: Context) -> Message:
     """Held-out loss of the global adapter on the silo's held-out documents."""
     config = message.content.config_records["config"]
     settings = settings_from_config(config[RUN_SETTINGS_KEY])
-    trainer = _trainer(context)
+    trainer = silo_trainer(context)
     try:
         count, loss = trainer.evaluate(settings, _arrays(message))
     finally:
         trainer.close()
-    metrics = MetricRecord({"num-examples": max(count, 1), "eval_loss": loss if count else 0.0, "held-out": count})
+    metrics = MetricRecord({"num-examples": count, "eval_loss": loss, "held-out": count})
     return Message(content=RecordDict({"metrics": metrics}), reply_to=message)

@@ -30,13 +30,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from federation.config import TrainRunSettings
 from federation.errors import ConfigError, Unavailable
 from federation.services import free_port
-from training.tls import make_ca_and_server_cert
+from silo_node.training_node import supernode_command
+from training.tls import make_ca_and_server_cert, make_node_key
 
 logger = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parent / "flower_app"
+SECAGG_APP_DIR = Path(__file__).resolve().parent / "secagg_app"
 CONNECTION = "fedrag"
 
 
@@ -85,9 +88,14 @@ def _flwr(home: Path, *args: str, timeout: float = 120.0) -> dict[str, Any]:
     return reply
 
 
-def submit_run(home: Path, run_settings: str) -> str:
-    """Submit the training app with the encoded settings; returns Flower's run id."""
-    reply = _flwr(home, "run", str(APP_DIR), CONNECTION, "--run-config", f'fedrag-run="{run_settings}"')
+def app_dir_for(settings: TrainRunSettings) -> Path:
+    """The Flower App a run needs: the SecAgg+ app with secure aggregation on, else the plain one."""
+    return SECAGG_APP_DIR if settings.secure_aggregation.enabled else APP_DIR
+
+
+def submit_run(home: Path, run_settings: str, app_dir: Path = APP_DIR) -> str:
+    """Submit a Flower App (default: the plain training app) with the encoded settings; returns Flower's run id."""
+    reply = _flwr(home, "run", str(app_dir), CONNECTION, "--run-config", f'fedrag-run="{run_settings}"')
     return str(reply["run-id"])
 
 
@@ -119,6 +127,19 @@ def _wait_port(host: str, port: int, process: subprocess.Popen[bytes], log: Path
                 return
         time.sleep(0.2)
     raise Unavailable(f"{log.stem} did not listen on {host}:{port} within {timeout:g} s", code="flower_error")
+
+
+def _processes_naming(path: Path) -> list[int]:
+    """Processes (other than this one) whose command line mentions ``path`` (Linux ``/proc``)."""
+    needle = str(Path(path).resolve()).encode()
+    found: list[int] = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (entry / "cmdline").read_bytes() and int(entry.name) != os.getpid():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 @dataclass
@@ -178,12 +199,10 @@ class LocalDeployment:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         tls_args: list[str] = ["--insecure"]
-        node_tls: list[str] = ["--insecure"]
         ca: Path | None = None
         if self.tls:
             ca, cert, key = make_ca_and_server_cert(self.workdir / "certs", hosts=[self.host, "localhost"])
             tls_args = ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
-            node_tls = ["--root-certificates", str(ca)]
         write_connection(self.home, self.address, root_certificates=ca)
         superlink = [
             str(_bin_dir() / "flower-superlink"),
@@ -201,39 +220,29 @@ class LocalDeployment:
         link = self._spawn("superlink", superlink)
         _wait_port(self.host, self.port, link.popen, link.log, timeout)
         for name, silo_dir in sorted(self.silos.items()):
-            node_port = free_port()
-            command = [
-                str(_bin_dir() / "flower-supernode"),
-                *node_tls,
-                "--superlink",
+            auth_key = self._register_node(name) if self.node_auth else None
+            command = supernode_command(
+                Path(silo_dir),
                 self.address,
-                "--host",
-                self.host,
-                "--port",
-                str(node_port),
-                "--node-config",
-                self._node_config(silo_dir),
-            ]
-            if self.node_auth:
-                command += ["--auth-supernode-private-key", str(self._register_node(name))]
+                root_certificates=ca,
+                auth_key=auth_key,
+                port=free_port(),
+                model_dir=self.model_dir,
+            )
             self._spawn(f"supernode-{name}", command)
         return self
 
-    def _node_config(self, silo_dir: Path) -> str:
-        config = f'silo-dir="{Path(silo_dir).resolve()}"'
-        if self.model_dir is not None:
-            config += f' model-dir="{Path(self.model_dir).resolve()}"'
-        return config
-
     def _register_node(self, name: str) -> Path:
-        from training.tls import make_node_key
-
         private, public = make_node_key(self.workdir / "node-keys" / name)
         _flwr(self.home, "supernode", "register", str(public), CONNECTION)
         return private
 
     def stop(self, timeout: float = 20.0) -> None:
-        """Stop every process this deployment started (SuperNodes first), with their children."""
+        """Stop every process this deployment started (SuperNodes first), with their children.
+
+        Flower's SuperExec starts ServerApp and ClientApp processes of its own; any that are
+        left (their command lines name this deployment's files) are stopped too.
+        """
         for process in reversed(self._processes):
             if process.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -248,6 +257,9 @@ class LocalDeployment:
                     os.killpg(process.popen.pid, signal.SIGKILL)
                 process.popen.wait(5)
         self._processes.clear()
+        for pid in _processes_naming(self.workdir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def alive(self) -> dict[str, bool]:
         """Which processes are still running."""
@@ -270,4 +282,14 @@ class LocalDeployment:
         self.stop()
 
 
-__all__ = ["APP_DIR", "CONNECTION", "LocalDeployment", "run_status", "stop_run", "submit_run", "write_connection"]
+__all__ = [
+    "APP_DIR",
+    "CONNECTION",
+    "SECAGG_APP_DIR",
+    "LocalDeployment",
+    "app_dir_for",
+    "run_status",
+    "stop_run",
+    "submit_run",
+    "write_connection",
+]

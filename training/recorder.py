@@ -1,8 +1,11 @@
-"""A strategy wrapper that records each round: time, bytes, metrics, node outcomes, a checkpoint.
+"""Record each round of a run: time, bytes, metrics, node outcomes, a checkpoint.
 
-It delegates every call to the wrapped strategy (ours, or Flower's DP wrapper around ours)
-and, at the end of each round, appends one line to ``OUT/progress.jsonl`` and replaces
-``OUT/checkpoint.npz`` with the global arrays, so a crashed run keeps every finished round.
+:class:`RoundLog` appends one line per finished round to ``OUT/progress.jsonl`` and
+replaces ``OUT/checkpoint.npz`` with the global arrays, so a crashed run keeps every
+finished round. :class:`RecordingStrategy` is a :class:`RoundLog` around a Message-API
+strategy (ours, or Flower's DP wrapper around ours): it delegates every call and writes
+the round at its end. The SecAgg+ path (:mod:`training.secure_aggregation`) writes the
+same lines through a :class:`RoundLog` of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ def record_bytes(record: ArrayRecord) -> int:
     return int(sum(len(array.data) for array in record.values()))
 
 
-def _plain(metrics: MetricRecord | None) -> dict[str, Any]:
+def _plain(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
     if metrics is None:
         return {}
     out: dict[str, Any] = {}
@@ -55,29 +58,94 @@ def save_arrays(path: Path, record: ArrayRecord) -> None:
     os.replace(tmp, path)
 
 
-class RecordingStrategy(Strategy):
+Outcomes = Callable[[int], dict[int, tuple[str, str]]]
+"""Called after each round for the per-node outcomes (node id → (status, reason))."""
+
+
+class RoundLog:
+    """The rounds of one run, as ``progress.jsonl`` lines and a checkpoint in ``output``.
+
+    Args:
+        output: the run's output directory.
+        outcomes: called after each round for the per-node outcomes.
+
+    Attributes:
+        arrays: the latest global arrays (written to the checkpoint after each round).
+        rounds: every finished round's line, in order.
+    """
+
+    def __init__(self, output: Path, *, outcomes: Outcomes | None = None) -> None:
+        self.output = Path(output)
+        self.output.mkdir(parents=True, exist_ok=True)
+        self._outcomes = outcomes
+        self._started = time.monotonic()
+        self._round_started = self._started
+        self.arrays: ArrayRecord | None = None
+        self.rounds: list[dict[str, Any]] = []
+
+    def start_round(self) -> None:
+        """Mark the start of a round (its line reports the seconds since)."""
+        self._round_started = time.monotonic()
+
+    def finish_round(
+        self,
+        server_round: int,
+        *,
+        down: list[int],
+        up: list[int],
+        train: Mapping[str, Any] | None,
+        evaluate: Mapping[str, Any] | None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Append the round's line (bytes are per silo: the mean of ``down`` / ``up``) and checkpoint."""
+        now = time.monotonic()
+        entry: dict[str, Any] = {
+            "round": server_round,
+            "seconds": round(now - self._round_started, 3),
+            "elapsed_s": round(now - self._started, 3),
+            "bytes_down_per_silo": int(np.mean(down)) if down else 0,
+            "bytes_up_per_silo": int(np.mean(up)) if up else 0,
+            "train": _plain(train),
+            "evaluate": _plain(evaluate),
+        }
+        entry.update(extra or {})
+        if self._outcomes is not None:
+            entry["nodes"] = {str(k): {"status": s, "reason": r} for k, (s, r) in self._outcomes(server_round).items()}
+        self.rounds.append(entry)
+        with (self.output / PROGRESS_FILE).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        if self.arrays is not None:
+            save_arrays(self.output / CHECKPOINT_FILE, self.arrays)
+        logger.info("round %d done in %.1f s: %s", server_round, entry["seconds"], entry["evaluate"])
+        return entry
+
+
+class RecordingStrategy(RoundLog, Strategy):
     """Record every round of ``inner`` into ``output``.
 
     Args:
         inner: the strategy that does the work.
         output: the run's output directory.
         outcomes: called after each round for the per-node outcomes (node id → (status, reason)).
+        evaluate_round: which rounds run a federated evaluation (default: every round). Each
+            round's training replies already carry the held-out loss of the arrays they
+            received, so evaluating only the last round saves a ClientApp start per silo per round.
     """
 
     def __init__(
-        self, inner: Strategy, output: Path, *, outcomes: Callable[[int], dict[int, tuple[str, str]]] | None = None
+        self,
+        inner: Strategy,
+        output: Path,
+        *,
+        outcomes: Outcomes | None = None,
+        evaluate_round: Callable[[int], bool] | None = None,
     ) -> None:
+        super().__init__(output, outcomes=outcomes)
         self.inner = inner
-        self.output = Path(output)
-        self.output.mkdir(parents=True, exist_ok=True)
-        self._outcomes = outcomes
-        self._started = time.monotonic()
-        self._round_started = self._started
+        self._evaluate_round = evaluate_round
         self._down: list[int] = []
         self._up: list[int] = []
         self._train_metrics: MetricRecord | None = None
-        self.arrays: ArrayRecord | None = None
-        self.rounds: list[dict[str, Any]] = []
 
     def summary(self) -> None:
         """Log the wrapped strategy's summary."""
@@ -87,7 +155,7 @@ class RecordingStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Delegate, and count the bytes each sampled silo is sent."""
-        self._round_started = time.monotonic()
+        self.start_round()
         if self.arrays is None:
             self.arrays = arrays
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
@@ -111,30 +179,25 @@ class RecordingStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Delegate."""
+        """Delegate (in the rounds that evaluate)."""
+        if self._evaluate_round is not None and not self._evaluate_round(server_round):
+            return []
         return self.inner.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Delegate, then write the round's line and checkpoint."""
-        metrics = self.inner.aggregate_evaluate(server_round, replies)
-        entry: dict[str, Any] = {
-            "round": server_round,
-            "seconds": round(time.monotonic() - self._round_started, 3),
-            "elapsed_s": round(time.monotonic() - self._started, 3),
-            "bytes_down_per_silo": int(np.mean(self._down)) if self._down else 0,
-            "bytes_up_per_silo": int(np.mean(self._up)) if self._up else 0,
-            "train": _plain(self._train_metrics),
-            "evaluate": _plain(metrics),
-        }
-        if self._outcomes is not None:
-            entry["nodes"] = {str(k): {"status": s, "reason": r} for k, (s, r) in self._outcomes(server_round).items()}
-        self.rounds.append(entry)
-        with (self.output / PROGRESS_FILE).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-        if self.arrays is not None:
-            save_arrays(self.output / CHECKPOINT_FILE, self.arrays)
-        logger.info("round %d done in %.1f s: %s", server_round, entry["seconds"], entry["evaluate"])
+        replies = list(replies)
+        metrics = self.inner.aggregate_evaluate(server_round, replies) if replies else None
+        self.finish_round(server_round, down=self._down, up=self._up, train=self._train_metrics, evaluate=metrics)
         return metrics
 
 
-__all__ = ["CHECKPOINT_FILE", "PROGRESS_FILE", "RecordingStrategy", "record_bytes", "save_arrays"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "PROGRESS_FILE",
+    "Outcomes",
+    "RecordingStrategy",
+    "RoundLog",
+    "record_bytes",
+    "save_arrays",
+]

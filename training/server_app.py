@@ -28,7 +28,7 @@ from training.adapter_files import REPORT_FILE, save_adapter
 from training.base_model import hf_model_dir
 from training.local import AdapterModel
 from training.privacy import client_level_epsilon
-from training.recorder import RecordingStrategy
+from training.recorder import RecordingStrategy, RoundLog
 from training.run_config import RUN_SETTINGS_KEY, settings_from_config, settings_to_config
 from training.silo_trainer import adapter_spec
 from training.strategies import AdapterStrategy, FFALoRA, FLoRA, make_strategy
@@ -98,7 +98,10 @@ def run(grid: Grid, settings: TrainRunSettings) -> dict[str, Any]:
         report = ours.reports.get(server_round)
         return {n: (o.status, o.reason) for n, o in report.outcomes.items()} if report else {}
 
-    recorder = RecordingStrategy(running, output, outcomes=outcomes)
+    every = settings.evaluate == "every-round"
+    recorder = RecordingStrategy(
+        running, output, outcomes=outcomes, evaluate_round=lambda r: every or r == settings.rounds
+    )
     encoded = settings_to_config(settings)
     result = recorder.start(
         grid,
@@ -110,18 +113,34 @@ def run(grid: Grid, settings: TrainRunSettings) -> dict[str, Any]:
     )
     final = result.arrays if len(result.arrays) else recorder.arrays
     adapter_dir = save_adapter(output, settings, final, model_dir) if final is not None else None
-    report = _report(settings, recorder, base, adapter_dir, time.monotonic() - started)
+    report = build_report(settings, recorder, base, adapter_dir, time.monotonic() - started)
     (output / REPORT_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
     return report
 
 
-def _report(
+def held_out_losses(rounds: list[dict[str, Any]]) -> list[float | None]:
+    """The held-out loss after each round.
+
+    From that round's evaluation, or else from the next round's training replies (each silo
+    measures the arrays it receives before it trains).
+    """
+    losses: list[float | None] = []
+    for i, entry in enumerate(rounds):
+        loss = entry["evaluate"].get("eval_loss")
+        if loss is None and i + 1 < len(rounds):
+            loss = rounds[i + 1]["train"].get("held_out_loss_before")
+        losses.append(loss)
+    return losses
+
+
+def build_report(
     settings: TrainRunSettings,
-    recorder: RecordingStrategy,
+    recorder: RoundLog,
     base: AdapterModel,
     adapter_dir: Path | None,
     seconds: float,
 ) -> dict[str, Any]:
+    """The run's summary for ``report.json`` (either app: plain or SecAgg+)."""
     rounds = recorder.rounds
     first_train = rounds[0]["train"] if rounds else {}
     full_bytes = sum(p.numel() for p in base.model.get_base_model().parameters()) * 4
@@ -134,12 +153,15 @@ def _report(
         "rounds": len(rounds),
         "seconds": round(seconds, 1),
         "held_out_loss_before": first_train.get("held_out_loss_before"),
-        "held_out_loss": [r["evaluate"].get("eval_loss") for r in rounds],
+        "held_out_loss": held_out_losses(rounds),
         "train_loss": [r["train"].get("train_loss") for r in rounds],
         "round_seconds": [r["seconds"] for r in rounds],
         "bytes_up_per_silo": [r["bytes_up_per_silo"] for r in rounds],
         "bytes_down_per_silo": [r["bytes_down_per_silo"] for r in rounds],
         "full_fine_tuning_bytes": full_bytes,
+        "fedavg_lora_error": [r["train"].get("fedavg-lora-error") for r in rounds]
+        if settings.strategy == "fedavg-lora"
+        else None,
         "client_level_epsilon": epsilon,
         "record_level_epsilon": record_eps[-1] if record_eps else None,
         "nodes": [r.get("nodes", {}) for r in rounds],

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from federation.config import TrainRunSettings
-from federation.errors import BudgetExhausted, Forbidden
+from federation.errors import BudgetExhausted, Forbidden, ValidationFailed
 from training.base_model import hf_model_dir
 from training.examples import (
     ExampleSettings,
@@ -73,6 +73,20 @@ def _example_to_json(example: TrainingExample) -> dict[str, Any]:
     return data
 
 
+_QUESTION_DOCS = 20_000
+
+
+def _all_first_chunks(corpus: LocalSiloCorpus) -> list[Any]:
+    """Every document's first chunk (up to 20,000 documents), so questions cover the whole silo."""
+    chunks: list[Any] = []
+    while len(chunks) < _QUESTION_DOCS:
+        page = corpus.first_chunks(offset=len(chunks), limit=1000)
+        chunks.extend(page)
+        if len(page) < 1000:
+            break
+    return chunks
+
+
 def load_silo_examples(silo_dir: Path, settings: TrainRunSettings, corpus: LocalSiloCorpus) -> SiloExamples:
     """Build (or reuse from the silo's cache) the examples of this run's settings.
 
@@ -95,7 +109,7 @@ def load_silo_examples(silo_dir: Path, settings: TrainRunSettings, corpus: Local
     if local.qa_file:
         pairs = read_qa_pairs(Path(silo_dir) / local.qa_file)
     else:
-        pairs = list(questions_from_documents(corpus.first_chunks(limit=max(limit, 1) * 2)))
+        pairs = list(questions_from_documents(_all_first_chunks(corpus)))
     rng = np.random.default_rng(settings.adapter.seed)
     order = rng.permutation(len(pairs))
     pairs = [pairs[i] for i in order[:limit]]
@@ -261,7 +275,11 @@ class SiloTrainer:
         """(held-out examples, mean loss) of the global arrays on the silo's held-out documents."""
         examples = load_silo_examples(self.silo_dir, settings, self.corpus)
         if not examples.held_out:
-            return 0, float("nan")
+            raise ValidationFailed(
+                f"silo '{self.corpus.name}' has no held-out examples to evaluate on (local.held_out is 0 "
+                "or the silo is too small)",
+                code="no_examples",
+            )
         model = self._model(settings, arrays, 0)
         return len(examples.held_out), model.loss(examples.held_out, max_length=settings.local.max_length)
 
