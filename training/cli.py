@@ -226,11 +226,11 @@ def export(
         target = out or directory / "peft"
         if target.resolve() != adapter_dir.resolve():
             shutil.copytree(adapter_dir, target, dirs_exist_ok=True)
-        typer.echo(str(target))
+        typer.echo(str(target.resolve()))
         return
     if adapter_config(adapter_dir).get("peft_type") != "LORA":
         raise ConfigError("only LoRA adapters can be exported to GGUF; serve soft prompts with vLLM (--format peft)")
     from training.export import export_llamacpp_lora
 
     target = export_llamacpp_lora(adapter_dir, out or directory / "adapter.gguf")
-    typer.echo(str(target))
+    typer.echo(str(target.resolve()))
