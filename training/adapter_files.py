@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,8 +83,6 @@ def save_adapter(
 
 def adapter_config(adapter_dir: Path) -> dict[str, Any]:
     """The peft ``adapter_config.json`` of a saved adapter."""
-    import json
-
     return dict(json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8")))
 
 

@@ -25,11 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from federation.errors import ConfigError
+from federation.files import atomic_target
 from gateway.llm_server import model_path
 
 logger = logging.getLogger(__name__)
@@ -66,27 +63,6 @@ class _Base:
     heads: int
     kv_heads: int
     shapes: dict[str, tuple[int, int]]  # tensor name -> (out, in), numpy order
-
-
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it (fsynced, directory too) when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _gguf() -> Any:
@@ -256,7 +232,7 @@ def export_llamacpp_lora(peft_dir: Path, out_path: Path, *, base_gguf: Path | No
         elif module == "k_proj":
             b = _permute_rows(b, base.kv_heads)
         tensors += [(f"{name}.lora_a", a), (f"{name}.lora_b", b)]
-    with _atomic_target(out_path) as tmp:
+    with atomic_target(out_path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch=base.arch)
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")

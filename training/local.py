@@ -188,8 +188,12 @@ class AdapterModel:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The trainable tensors that leave the silo, as float32 arrays."""
-        state = self._state()
-        return {n: state[n].detach().cpu().numpy().astype(np.float32, copy=True) for n in self.array_names()}
+        every = self.all_arrays()
+        return {n: every[n] for n in self.array_names()}
+
+    def all_arrays(self) -> dict[str, np.ndarray]:
+        """Every adapter tensor (FFA-LoRA's frozen A included), as float32 arrays."""
+        return {n: t.detach().cpu().numpy().astype(np.float32, copy=True) for n, t in self._state().items()}
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         """Set the adapter's tensors from the server's arrays (names and shapes must match).

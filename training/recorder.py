@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -23,6 +22,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
+
+from federation.files import atomic_target
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,9 @@ def _plain(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def save_arrays(path: Path, record: ArrayRecord) -> None:
     """Write arrays to an ``.npz`` file atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        arrays: dict[str, Any] = {name: array.numpy() for name, array in record.items()}
+    arrays: dict[str, Any] = {name: array.numpy() for name, array in record.items()}
+    with atomic_target(path) as tmp, tmp.open("wb") as handle:
         np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 Outcomes = Callable[[int], dict[int, tuple[str, str]]]

@@ -71,18 +71,12 @@ def build_strategy(settings: TrainRunSettings) -> tuple[AdapterStrategy, Strateg
 
 def initial_arrays(settings: TrainRunSettings, model: AdapterModel) -> ArrayRecord:
     """The round-1 broadcast: the peft-initialised adapter in the form the strategy sends."""
-    adapter = model.arrays() if settings.strategy != "ffa-lora" else _full_state(model)
+    adapter = model.all_arrays()
     if settings.strategy == "ffa-lora":
         return FFALoRA.initial_arrays(adapter)
     if settings.strategy == "flora":
         return FLoRA.initial_arrays(adapter)
     return ArrayRecord({name: Array(value) for name, value in adapter.items()})
-
-
-def _full_state(model: AdapterModel) -> dict[str, Any]:
-    from peft.utils import get_peft_model_state_dict
-
-    return {n: t.detach().cpu().numpy() for n, t in get_peft_model_state_dict(model.model).items()}
 
 
 def run(grid: Grid, settings: TrainRunSettings) -> dict[str, Any]:

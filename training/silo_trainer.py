@@ -21,6 +21,7 @@ import numpy as np
 
 from federation.config import TrainRunSettings
 from federation.errors import BudgetExhausted, Forbidden, ValidationFailed
+from federation.files import atomic_target
 from training.base_model import hf_model_dir
 from training.examples import (
     ExampleSettings,
@@ -121,13 +122,13 @@ def load_silo_examples(silo_dir: Path, settings: TrainRunSettings, corpus: Local
         ),
     )
     train, held = split_examples(examples, local.held_out, settings.adapter.seed)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(
-        json.dumps({"train": [_example_to_json(e) for e in train], "held_out": [_example_to_json(e) for e in held]}),
-        encoding="utf-8",
-    )
-    os.replace(tmp, cache)
+    with atomic_target(cache) as tmp:
+        tmp.write_text(
+            json.dumps(
+                {"train": [_example_to_json(e) for e in train], "held_out": [_example_to_json(e) for e in held]}
+            ),
+            encoding="utf-8",
+        )
     logger.info("silo %s: %d training and %d held-out examples", corpus.name, len(train), len(held))
     return SiloExamples(train=train, held_out=held)
 
@@ -266,10 +267,8 @@ class SiloTrainer:
         )
         if dp is not None and result.epsilon is not None:
             self.ledger.record(run_id, round_, result.steps, result.epsilon)
-        out = model.arrays()
-        if settings.strategy == "ffa-lora":
-            out = {n: v for n, v in out.items() if ".lora_B." in n}
-        return RoundOutcome(arrays=out, result=result, held_out_loss_before=before, scaling=model.spec.scaling)
+        arrays_out, scaling = model.arrays(), model.spec.scaling
+        return RoundOutcome(arrays=arrays_out, result=result, held_out_loss_before=before, scaling=scaling)
 
     def evaluate(self, settings: TrainRunSettings, arrays: dict[str, np.ndarray]) -> tuple[int, float]:
         """(held-out examples, mean loss) of the global arrays on the silo's held-out documents."""
