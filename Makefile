@@ -31,8 +31,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/fedrag demo demo-work
 
+# Two workers (the tests wait on servers and subprocesses much of the time); the heaviest tests share
+# the xdist group "heavy", so they run one after another on one worker (README, "Development").
 test: install
-	$(BIN)/pytest -m "not slow and not gpu" -q
+	$(BIN)/pytest -m "not slow and not gpu" -q -n 2 --dist loadgroup
 
 test-slow: install
 	$(BIN)/pytest -m "slow or gpu" -q

@@ -119,6 +119,8 @@ class Bench:
     batch_size: int
     learning_rate: float
     loss_examples: int
+    sources: int
+    passage_chars: int
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -212,8 +214,8 @@ def train_settings(bench: Bench, config: TrainConfig) -> TrainRunSettings:
             "max_examples": bench.max_examples * config.scale,
             "max_steps": bench.max_steps * config.scale,
             "batch_size": bench.batch_size,
-            "sources": 2,
-            "passage_chars": 240,
+            "sources": bench.sources,
+            "passage_chars": bench.passage_chars,
             "learning_rate": bench.learning_rate,
             "threads": 1,
         },
@@ -260,7 +262,11 @@ def held_out_examples(bench: Bench) -> list[Any]:
     with LocalSiloCorpus(bench.silo_dir(HELD_OUT_SILO)) as corpus:
         pairs = list(questions_from_documents(corpus.first_chunks(limit=bench.docs_per_silo)))
         pairs = random.Random("bench-training:loss").sample(pairs, min(bench.loss_examples, len(pairs)))
-        return build_examples(corpus, pairs, ExampleSettings(sources=2, passage_chars=240, label=corpus.name, seed=0))
+        return build_examples(
+            corpus,
+            pairs,
+            ExampleSettings(sources=bench.sources, passage_chars=bench.passage_chars, label=corpus.name, seed=0),
+        )
 
 
 def _adapter_model(adapter_dir: Path | None) -> Any:
@@ -396,6 +402,11 @@ def _signed(value: dict[str, float] | None, digits: int = 2) -> str:
     return f"{value['mean']:+.{digits}f} [{value['low']:+.{digits}f}, {value['high']:+.{digits}f}] (n={value['n']})"
 
 
+def _finite(values: Sequence[float] | None) -> list[float]:
+    """The values that are numbers (an example longer than ``max_length`` has a NaN loss)."""
+    return [v for v in values or [] if math.isfinite(v)]
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
@@ -417,14 +428,14 @@ def report(bench: Bench, configs: Sequence[TrainConfig], evaluated: Sequence[str
         "|---|---|---|---|---|",
     ]
     if base_loss:
-        lines.append(f"| base model | – | {_ci(interval(base_loss), 4)} | – | – |")
+        lines.append(f"| base model | – | {_ci(interval(_finite(base_loss)), 4)} | – | – |")
     for c in configs:
         r = reports[c.name]
         per = losses.get(c.name)
         after = r["held_out_loss"][-1] if r["held_out_loss"] else None
         before = r.get("held_out_loss_before")
         lines.append(
-            f"| {c.name} | {c.note} | {_ci(interval(per), 4) if per else '–'} | "
+            f"| {c.name} | {c.note} | {_ci(interval(_finite(per)), 4) if per else '–'} | "
             f"{_signed(paired_difference(per, base_loss), 4) if per and base_loss else '–'} | "
             f"{before if before is None else f'{before:.4f}'} → {after if after is None else f'{after:.4f}'} |"
         )
@@ -439,9 +450,9 @@ def report(bench: Bench, configs: Sequence[TrainConfig], evaluated: Sequence[str
             "server with the adapter as `--lora`). Rates with 95% bootstrap intervals; gold-citation difference "
             "paired by question against the base model.",
             "",
-            "| model | well-formed | cites a source | gold-citation rate | vs base (paired) | cites only gold |"
-            " sources cited / answer | supported claims | generate ms |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| model | well-formed | cites a source | gold-citation rate | vs base (paired) | gold not [1]: cited |"
+            " cites only gold | sources cited / answer | supported claims | generate ms |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name in names:
             results = json.loads((bench.work / "eval" / name / "results.json").read_text())
@@ -454,10 +465,14 @@ def report(bench: Bench, configs: Sequence[TrainConfig], evaluated: Sequence[str
                 diff = _signed(paired_difference([a for a, _ in kept], [b for _, b in kept]))
             own = answer_rows(bench, name)
             only = [v for v in (_only_gold(r) for r in own.values()) if v is not None]
+            not_first = [
+                v for r in own.values() if (v := _gold_cited(r)) is not None and r["sources"][0] not in r["gold"]
+            ]
             counts = [float(len(r.get("cited") or [])) for r in own.values() if r.get("generated")]
             lines.append(
                 f"| {'base model' if name == 'base' else name} | {_ci(s['well_formed'])} | {_ci(s['citation_rate'])} | "
-                f"{_ci(s['gold_citation_rate'])} | {diff} | {_ci(interval(only))} | {_ci(interval(counts), 1)} | "
+                f"{_ci(s['gold_citation_rate'])} | {diff} | {_ci(interval(not_first))} | "
+                f"{_ci(interval(only))} | {_ci(interval(counts), 1)} | "
                 f"{_ci(s['supported_claims'])} | "
                 f"{s['generate_ms']['mean'] if s['generate_ms'] else float('nan'):.0f} |"
             )
@@ -489,6 +504,7 @@ def report(bench: Bench, configs: Sequence[TrainConfig], evaluated: Sequence[str
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    defaults = TrainRunSettings().local
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "training", help="Work directory (resumable).")
     parser.add_argument("--only", default="all", help="Training configurations (comma list, or all).")
     parser.add_argument("--evaluate", default=",".join(EVALUATED_DEFAULT), help="LoRA runs evaluated with the LLM.")
@@ -507,7 +523,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=5e-3)
     parser.add_argument("--loss-examples", type=int, default=40)
+    parser.add_argument("--sources", type=int, default=defaults.sources, help="Passages per training prompt.")
+    parser.add_argument("--passage-chars", type=int, default=defaults.passage_chars, help="Training passage length.")
+    parser.add_argument("--answer-limit", type=int, default=EVAL["answer_limit"], help="Answers evaluated per model.")
     args = parser.parse_args(argv)
+    EVAL["answer_limit"] = args.answer_limit
+    EVAL["limit"] = max(EVAL["limit"], args.answer_limit)  # answers are asked of retrieval questions
     bench = Bench(
         work=args.work.resolve(),
         docs_per_silo=args.docs_per_silo,
@@ -517,6 +538,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         loss_examples=args.loss_examples,
+        sources=args.sources,
+        passage_chars=args.passage_chars,
     )
     wanted = None if args.only == "all" else {n.strip() for n in args.only.split(",") if n.strip()}
     unknown = (wanted or set()) - {c.name for c in CONFIGS}

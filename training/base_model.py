@@ -8,6 +8,7 @@ loaded from there afterwards. Nothing is fetched from a hub.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -50,7 +51,10 @@ def hf_model_dir(cache_dir: Path | None = None, *, gguf: Path | None = None) -> 
     stat = gguf.stat()
     source = f"{gguf.resolve()} {stat.st_size} {int(stat.st_mtime)}"
     target = (cache_dir or default_cache_dir()) / f"{gguf.stem.lower()}-hf"
-    with _CONVERT_LOCK:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One conversion at a time, across threads and processes (SuperNodes of one machine start together).
+    with _CONVERT_LOCK, (target.parent / f".{target.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         marker = target / _MARKER
         if marker.is_file() and marker.read_text(encoding="utf-8") == source:
             return target
@@ -59,7 +63,6 @@ def hf_model_dir(cache_dir: Path | None = None, *, gguf: Path | None = None) -> 
         model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model.hf_quantizer = None  # the weights are plain fp32 now; save them as such
-        target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
         try:
             model.save_pretrained(staging)

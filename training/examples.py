@@ -46,12 +46,14 @@ class QAPair:
         doc_id: the document that answers it (None: the silo's best match for the question).
         answer: the reference answer (None: the answering passage's first sentences).
         kind: where the question came from (``supplied``, ``title``, ``synonym``, ``heading``).
+        subject: for a synonym question, the synonym asked about (the reasoning names it).
     """
 
     question: str
     doc_id: str | None = None
     answer: str | None = None
     kind: str = "supplied"
+    subject: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def questions_from_documents(chunks: Iterable[StoredChunk], *, synonyms_per_doc:
         if listed and synonyms_per_doc > 0:
             names = [n.strip() for n in listed.group(1).split(";") if 2 < len(n.strip()) < 80]
             for name in names[:synonyms_per_doc]:
-                yield QAPair(question=f"What is {name}?", doc_id=chunk.doc_id, kind="synonym")
+                yield QAPair(question=f"What is {name}?", doc_id=chunk.doc_id, kind="synonym", subject=name)
 
 
 def reference_answer(chunk: StoredChunk, *, max_chars: int = 300) -> str:
@@ -231,7 +233,7 @@ def build_examples(corpus: SiloCorpus, pairs: Sequence[QAPair], settings: Exampl
         if not answer:
             continue
         reply = {
-            "reasoning": f"Source [{number}] is about {sources[position].title}, which the question asks about.",
+            "reasoning": _reasoning(pair, number, sources[position].title, corpus),
             "answer": f"{answer.rstrip()} [{number}]",
             "citations": [number],
         }
@@ -247,6 +249,14 @@ def build_examples(corpus: SiloCorpus, pairs: Sequence[QAPair], settings: Exampl
             )
         )
     return examples
+
+
+def _reasoning(pair: QAPair, number: int, title: str, corpus: SiloCorpus) -> str:
+    """Why the cited source answers: the synonym that links the question to it, or its subject."""
+    if pair.subject and pair.subject.casefold() != title.casefold():
+        subject = corpus.redact(pair.subject)
+        return f"The question asks about {subject}, which source [{number}] lists as a name of {title}."
+    return f"Source [{number}] is about {title}, which the question asks about."
 
 
 def _answering_chunk(corpus: SiloCorpus, pair: QAPair, hits: Sequence[StoredChunk]) -> StoredChunk | None:

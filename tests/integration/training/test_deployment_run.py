@@ -22,7 +22,7 @@ from tests.integration.training.conftest import TRAINING_SILOS, allow_training
 from training.adapter_files import ADAPTER_DIR, adapter_config
 from training.recorder import CHECKPOINT_FILE, PROGRESS_FILE
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900), pytest.mark.xdist_group("heavy")]
 
 CONFIG = """
 strategy = "ffa-lora"

@@ -30,7 +30,7 @@ from training.recorder import CHECKPOINT_FILE, PROGRESS_FILE
 from training.run_config import settings_to_config
 from training.secure_aggregation import FAILED_CODE
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900), pytest.mark.xdist_group("heavy")]
 
 FAKE_APP = Path(__file__).parent / "secagg_fake_app"
 EXAMPLES = (2, 4, 6, 9)  # the fake silos' weights: the weighted mean differs clearly from the plain mean
@@ -109,7 +109,6 @@ def _statuses(report: dict[str, object]) -> list[str]:
     return sorted(n["status"] for n in nodes[0].values())
 
 
-@pytest.mark.slow  # two SecAgg+ runs: ~3 min on 2 loaded cores (over the normal suite's ~90 s)
 def test_secure_aggregate_equals_the_plain_aggregate_and_a_silo_failing_in_fit_is_left_out(
     fake_deployment: LocalDeployment, fake_silos: dict[str, Path], tmp_path: Path
 ) -> None:

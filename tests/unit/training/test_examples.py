@@ -49,6 +49,7 @@ def test_examples_are_the_gateways_prompt_with_a_reply_citing_the_answering_pass
         reply = json.loads(example.target)
         assert list(reply) == ["reasoning", "answer", "citations"]
         assert reply["citations"] == [example.gold] and reply["answer"].endswith(f"[{example.gold}]")
+        assert f"source [{example.gold}]" in reply["reasoning"].lower()
         sources = re.findall(r'<source number="(\d+)">\n(.*?)\n</source>', user["content"], re.DOTALL)
         assert [int(n) for n, _ in sources] == [1, 2, 3]
         gold_text = dict(sources)[str(example.gold)]
@@ -93,7 +94,9 @@ def test_questions_come_from_titles_synonyms_and_question_headings() -> None:
         StoredChunk(2, "faq:1", "Why is Python slow?", "Because it is interpreted.", {}),
         StoredChunk(3, "python:json.loads", "json.loads(s, *, cls=None)", "Deserialize s to a Python object.", {}),
     ]
-    questions = [(q.question, q.kind) for q in questions_from_documents(chunks)]
+    made = list(questions_from_documents(chunks))
+    questions = [(q.question, q.kind) for q in made]
+    assert made[1].subject == "reactive airway disease"  # the reasoning names the synonym that links it
     assert questions == [
         ("What is asthma?", "title"),
         ("What is reactive airway disease?", "synonym"),
