@@ -155,8 +155,9 @@ def test_more_dropouts_than_the_threshold_allows_fail_closed(
 @pytest.mark.slow
 @pytest.mark.xfail(
     run=False,
-    reason="known open: the run did not finish within 400 s when a SuperNode was killed after sharing its "
-    "keys, and it left a flwr-serverapp running; cause not found yet (issue 9 note)",
+    reason="known open, intermittent: passed once in 115 s, then did not finish within 400 s; the three "
+    "surviving silos answered all four SecAgg+ stages and no evaluate message reached them, so the ServerApp "
+    "stalls after unmasking; cause not found yet (issue 9 note)",
 )
 def test_a_supernode_killed_after_sharing_its_keys_is_left_out_of_the_sum(
     fake_deployment: LocalDeployment, fake_silos: dict[str, Path], tmp_path: Path
