@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from gateway.llm_server import MODEL_FILE, model_path
 
 logger = logging.getLogger(__name__)
 
-_CONVERT_LOCK = threading.Lock()
 _MARKER = "fedrag-source.txt"
 
 
@@ -52,8 +50,9 @@ def hf_model_dir(cache_dir: Path | None = None, *, gguf: Path | None = None) -> 
     source = f"{gguf.resolve()} {stat.st_size} {int(stat.st_mtime)}"
     target = (cache_dir or default_cache_dir()) / f"{gguf.stem.lower()}-hf"
     target.parent.mkdir(parents=True, exist_ok=True)
-    # One conversion at a time, across threads and processes (SuperNodes of one machine start together).
-    with _CONVERT_LOCK, (target.parent / f".{target.name}.lock").open("a") as lock:
+    # One conversion at a time: flock excludes every other open of the lock file, in this process
+    # (another thread) or another one (SuperNodes of one machine start together).
+    with (target.parent / f".{target.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         marker = target / _MARKER
         if marker.is_file() and marker.read_text(encoding="utf-8") == source:
