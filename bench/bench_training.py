@@ -121,6 +121,7 @@ class Bench:
     loss_examples: int
     sources: int
     passage_chars: int
+    retrieval_order_share: float
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -216,6 +217,7 @@ def train_settings(bench: Bench, config: TrainConfig) -> TrainRunSettings:
             "batch_size": bench.batch_size,
             "sources": bench.sources,
             "passage_chars": bench.passage_chars,
+            "retrieval_order_share": bench.retrieval_order_share,
             "learning_rate": bench.learning_rate,
             "threads": 1,
         },
@@ -265,7 +267,13 @@ def held_out_examples(bench: Bench) -> list[Any]:
         return build_examples(
             corpus,
             pairs,
-            ExampleSettings(sources=bench.sources, passage_chars=bench.passage_chars, label=corpus.name, seed=0),
+            ExampleSettings(
+                sources=bench.sources,
+                passage_chars=bench.passage_chars,
+                retrieval_order_share=bench.retrieval_order_share,
+                label=corpus.name,
+                seed=0,
+            ),
         )
 
 
@@ -313,8 +321,16 @@ def held_out_losses(bench: Bench, names: Sequence[str]) -> dict[str, list[float]
 
 
 # evaluation ---------------------------------------------------------------------------
-def eval_command(out: Path, gguf: Path | None, name: str | None) -> list[str]:
-    """The ``fedrag eval run`` command of one adapter (None: the base model)."""
+SOURCE_ORDERS = ("retrieval", "shuffled")
+
+
+def eval_dir(bench: Bench, name: str, order: str) -> Path:
+    """Where the evaluation of one model (``base`` or an adapter) with one source order goes."""
+    return bench.work / "eval" / (name if order == "retrieval" else f"{name}-{order}")
+
+
+def eval_command(out: Path, gguf: Path | None, name: str | None, order: str) -> list[str]:
+    """The ``fedrag eval run`` command of one adapter (None: the base model) and source order."""
     command = [
         str(Path(sys.executable).with_name("fedrag")), "eval", "run", "--suite", "medical", "--configs", "fed-all",
         "--llm-configs", "", "--answer-configs", "fed-all", "--answer-formats", "structured",
@@ -322,6 +338,7 @@ def eval_command(out: Path, gguf: Path | None, name: str | None) -> list[str]:
         "--docs-per-corpus", str(EVAL["docs_per_corpus"]), "--answer-limit", str(EVAL["answer_limit"]),
         "--abstain-limit", str(EVAL["abstain_limit"]), "--calibration-limit", str(EVAL["calibration_limit"]),
         "--context-tokens", str(EVAL["context_tokens"]), "--seed", str(EVAL["seed"]), "--out", str(out),
+        "--source-order", order,
     ]  # fmt: skip
     if gguf is not None:
         command += ["--lora", f"{name}={gguf}"]
@@ -333,22 +350,22 @@ def _pin(cpus: int) -> None:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cpus])
 
 
-def evaluate(bench: Bench, name: str, cpus: int = 0) -> dict[str, Any] | None:
-    """Run the evaluation with one adapter (``base``: none) unless its results exist."""
-    out = bench.work / "eval" / name
+def evaluate(bench: Bench, name: str, order: str, cpus: int = 0) -> dict[str, Any] | None:
+    """Run the evaluation with one adapter (``base``: none) and source order unless its results exist."""
+    out = eval_dir(bench, name, order)
     results = out / "results.json"
     if not results.is_file():
         gguf = None if name == "base" else bench.run_dir(name) / "adapter.gguf"
         if gguf is not None and not gguf.is_file():
             log(f"no GGUF adapter for {name}: not evaluated")
             return None
-        base = bench.work / "eval" / "base"
-        if name != "base" and base.is_dir() and not out.exists():
+        base = eval_dir(bench, "base", "retrieval")
+        if out != base and base.is_dir() and not out.exists():
             out.mkdir(parents=True)
             for shared in ("federations", "cache"):  # the same built federation and embeddings: no rebuild
                 if (base / shared).exists():
                     shutil.copytree(base / shared, out / shared)
-        command = eval_command(out, gguf, None if name == "base" else name)
+        command = eval_command(out, gguf, None if name == "base" else name, order)
         log(f"evaluating {name}: {' '.join(command[1:])}")
         started = time.perf_counter()
         # Pinned to `cpus` cores, the embedded server runs that many threads (it takes every core it may use):
@@ -358,9 +375,9 @@ def evaluate(bench: Bench, name: str, cpus: int = 0) -> dict[str, Any] | None:
     return dict(json.loads(results.read_text(encoding="utf-8")))
 
 
-def answer_rows(bench: Bench, name: str) -> dict[str, dict[str, Any]]:
+def answer_rows(bench: Bench, name: str, order: str) -> dict[str, dict[str, Any]]:
     """The structured answer rows of one evaluation, by question id."""
-    path = bench.work / "eval" / name / "questions.jsonl"
+    path = eval_dir(bench, name, order) / "questions.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return {r["id"]: r for r in rows if r["kind"] == "answer:structured" and r.get("answerable")}
 
@@ -411,6 +428,51 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def answer_table(bench: Bench, evaluated: Sequence[str], order: str) -> list[str]:
+    """The grounded-answer table of the evaluations with one source order (none: no lines)."""
+    lines: list[str] = []
+    names = [n for n in ("base", *evaluated) if (eval_dir(bench, n, order) / "results.json").is_file()]
+    if not names:
+        return lines
+    base_rows = answer_rows(bench, "base", order) if "base" in names else {}
+    shown = (
+        "their merged rank, as the gateway sends them"
+        if order == "retrieval"
+        else "a seeded permutation of each prompt's sources, the same for every model (`--source-order shuffled`)"
+    )
+    lines += [
+        "",
+        f"Grounded answers, sources in {order} order ({shown}): `fedrag eval run` on the medical suite "
+        f"(`fed-all`, structured answers, {EVAL['answer_limit']} answerable questions, the same for every "
+        "adapter; the embedded llama.cpp server with the adapter as `--lora`). Rates with 95% bootstrap "
+        "intervals; gold-citation difference paired by question against the base model.",
+        "",
+        "| model | well-formed | cites a source | gold-citation rate | vs base (paired) | gold not [1]: cited |"
+        " cites only gold | sources cited / answer | supported claims | generate ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        results = json.loads((eval_dir(bench, name, order) / "results.json").read_text())
+        s = results["suites"]["medical"]["fed-all"]["free_form"]["structured"]
+        diff = "–"
+        own = answer_rows(bench, name, order)
+        if name != "base" and base_rows:
+            pairs = [(_gold_cited(own[q]), _gold_cited(base_rows[q])) for q in base_rows if q in own]
+            kept = [(a, b) for a, b in pairs if a is not None and b is not None]
+            diff = _signed(paired_difference([a for a, _ in kept], [b for _, b in kept]))
+        only = [v for v in (_only_gold(r) for r in own.values()) if v is not None]
+        not_first = [v for r in own.values() if (v := _gold_cited(r)) is not None and r["sources"][0] not in r["gold"]]
+        counts = [float(len(r.get("cited") or [])) for r in own.values() if r.get("generated")]
+        lines.append(
+            f"| {'base model' if name == 'base' else name} | {_ci(s['well_formed'])} | {_ci(s['citation_rate'])} | "
+            f"{_ci(s['gold_citation_rate'])} | {diff} | {_ci(interval(not_first))} | "
+            f"{_ci(interval(only))} | {_ci(interval(counts), 1)} | "
+            f"{_ci(s['supported_claims'])} | "
+            f"{s['generate_ms']['mean'] if s['generate_ms'] else float('nan'):.0f} |"
+        )
+    return lines
+
+
 def report(bench: Bench, configs: Sequence[TrainConfig], evaluated: Sequence[str]) -> str:
     """The benchmark's tables (markdown), from what the work directory holds."""
     configs = [c for c in configs if (bench.run_dir(c.name) / "report.json").is_file()]
@@ -439,43 +501,8 @@ def report(bench: Bench, configs: Sequence[TrainConfig], evaluated: Sequence[str
             f"{_signed(paired_difference(per, base_loss), 4) if per and base_loss else '–'} | "
             f"{before if before is None else f'{before:.4f}'} → {after if after is None else f'{after:.4f}'} |"
         )
-    # answers
-    names = [n for n in ("base", *evaluated) if (bench.work / "eval" / n / "results.json").is_file()]
-    if names:
-        base_rows = answer_rows(bench, "base") if "base" in names else {}
-        lines += [
-            "",
-            "Grounded answers: `fedrag eval run` on the medical suite (`fed-all`, structured answers, "
-            f"{EVAL['answer_limit']} answerable questions, the same for every adapter; the embedded llama.cpp "
-            "server with the adapter as `--lora`). Rates with 95% bootstrap intervals; gold-citation difference "
-            "paired by question against the base model.",
-            "",
-            "| model | well-formed | cites a source | gold-citation rate | vs base (paired) | gold not [1]: cited |"
-            " cites only gold | sources cited / answer | supported claims | generate ms |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for name in names:
-            results = json.loads((bench.work / "eval" / name / "results.json").read_text())
-            s = results["suites"]["medical"]["fed-all"]["free_form"]["structured"]
-            diff = "–"
-            if name != "base" and base_rows:
-                rows = answer_rows(bench, name)
-                pairs = [(_gold_cited(rows[q]), _gold_cited(base_rows[q])) for q in base_rows if q in rows]
-                kept = [(a, b) for a, b in pairs if a is not None and b is not None]
-                diff = _signed(paired_difference([a for a, _ in kept], [b for _, b in kept]))
-            own = answer_rows(bench, name)
-            only = [v for v in (_only_gold(r) for r in own.values()) if v is not None]
-            not_first = [
-                v for r in own.values() if (v := _gold_cited(r)) is not None and r["sources"][0] not in r["gold"]
-            ]
-            counts = [float(len(r.get("cited") or [])) for r in own.values() if r.get("generated")]
-            lines.append(
-                f"| {'base model' if name == 'base' else name} | {_ci(s['well_formed'])} | {_ci(s['citation_rate'])} | "
-                f"{_ci(s['gold_citation_rate'])} | {diff} | {_ci(interval(not_first))} | "
-                f"{_ci(interval(only))} | {_ci(interval(counts), 1)} | "
-                f"{_ci(s['supported_claims'])} | "
-                f"{s['generate_ms']['mean'] if s['generate_ms'] else float('nan'):.0f} |"
-            )
+    for order in SOURCE_ORDERS:
+        lines += answer_table(bench, evaluated, order)
     # cost
     lines += [
         "",
@@ -511,6 +538,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--skip-eval", action="store_true", help="Train and measure loss, no LLM evaluation.")
     parser.add_argument("--skip-loss", action="store_true", help="No in-process held-out loss.")
     parser.add_argument(
+        "--source-orders",
+        default=",".join(SOURCE_ORDERS),
+        help="Source orders the answers are evaluated with: retrieval (as the gateway sends them), shuffled "
+        "(a position-bias probe); comma list.",
+    )
+    parser.add_argument(
         "--eval-cpus",
         type=int,
         default=0,
@@ -525,6 +558,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--loss-examples", type=int, default=40)
     parser.add_argument("--sources", type=int, default=defaults.sources, help="Passages per training prompt.")
     parser.add_argument("--passage-chars", type=int, default=defaults.passage_chars, help="Training passage length.")
+    parser.add_argument(
+        "--retrieval-order-share",
+        type=float,
+        default=defaults.retrieval_order_share,
+        help="Share of training prompts whose sources keep the silo's retrieval order (the rest: answer at random).",
+    )
     parser.add_argument("--answer-limit", type=int, default=EVAL["answer_limit"], help="Answers evaluated per model.")
     args = parser.parse_args(argv)
     EVAL["answer_limit"] = args.answer_limit
@@ -540,6 +579,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         loss_examples=args.loss_examples,
         sources=args.sources,
         passage_chars=args.passage_chars,
+        retrieval_order_share=args.retrieval_order_share,
     )
     wanted = None if args.only == "all" else {n.strip() for n in args.only.split(",") if n.strip()}
     unknown = (wanted or set()) - {c.name for c in CONFIGS}
@@ -547,6 +587,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"unknown configuration(s) {', '.join(sorted(unknown))}: {', '.join(c.name for c in CONFIGS)}")
     configs = [c for c in CONFIGS if wanted is None or c.name in wanted]
     evaluated = [n.strip() for n in args.evaluate.split(",") if n.strip()]
+    orders = [o.strip() for o in args.source_orders.split(",") if o.strip()]
+    if set(orders) - set(SOURCE_ORDERS):
+        parser.error(f"--source-orders takes {', '.join(SOURCE_ORDERS)}")
     bench.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if not (bench.work / "data.json").is_file():
@@ -556,8 +599,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.skip_loss:
         held_out_losses(bench, [c.name for c in configs])
     if not args.skip_eval:
-        for name in ("base", *[n for n in evaluated if wanted is None or n in wanted]):
-            evaluate(bench, name, args.eval_cpus)
+        for order in orders:
+            for name in ("base", *[n for n in evaluated if wanted is None or n in wanted]):
+                evaluate(bench, name, order, args.eval_cpus)
     tables = report(bench, CONFIGS, evaluated)
     (bench.work / "tables.md").write_text(tables + "\n", encoding="utf-8")
     print(tables)

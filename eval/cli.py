@@ -98,6 +98,14 @@ def run(
     serve: Annotated[str, typer.Option(help="Silos in process (inprocess, fast) or as processes (process).")] = (
         "inprocess"
     ),
+    source_order: Annotated[
+        str,
+        typer.Option(
+            help="Order of the sources in answer prompts: retrieval (their merged rank, as the gateway sends them) "
+            "or shuffled (a seeded permutation per prompt: a position-bias probe of whether the model cites the "
+            "source that answers rather than the first)."
+        ),
+    ] = "retrieval",
     out: Annotated[Path, typer.Option(help="Output directory (a crashed run resumes from it).")] = Path("eval-out"),
     restart: Annotated[bool, typer.Option(help="Discard what OUT holds and start again.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of every sample and partition.")] = 0,
@@ -121,6 +129,8 @@ def run(
 
     if serve not in ("inprocess", "process"):
         raise ConfigError(f"--serve must be inprocess or process, not '{serve}'")
+    if source_order not in ("retrieval", "shuffled"):
+        raise ConfigError(f"--source-order must be retrieval or shuffled, not '{source_order}'")
     try:
         selected = select_configs(configs)
         llm_selected = select_configs(llm_configs) if llm_configs.strip() else []
@@ -173,6 +183,7 @@ def run(
         serve_mode=serve,  # type: ignore[arg-type]
         seed=seed,
         lora_adapters=adapters,
+        source_order=source_order,  # type: ignore[arg-type]
     )
     # Silos served for DP configurations keep no audit log (nothing here outlives the run), which
     # the release policy rightly warns about in production; the warning is noise in an evaluation.

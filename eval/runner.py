@@ -65,7 +65,7 @@ from gateway.app import llm_settings
 from gateway.fanout import SiloPool
 from gateway.generation import Generated, Generator
 from gateway.llm_client import LLMClient
-from gateway.pipeline import ExecutorRun, Pipeline
+from gateway.pipeline import ExecutorRun, Pipeline, SourceOrder
 from gateway.router_training import label_questions, train_router
 from router import make_router
 
@@ -87,6 +87,7 @@ class Progress:
         """A line worth showing."""
 
 
+SourceOrderName = Literal["retrieval", "shuffled"]
 _IDENTITY_FIELDS = (
     "llm_model", "retrieval_limit", "mc_limit", "code_limit", "docs_per_corpus", "silos", "k", "k_per_silo",
     "max_silos", "router_training_questions", "mc_max_tokens", "code_max_tokens", "context_tokens", "seed",
@@ -103,6 +104,9 @@ class RunOptions:
     unanswerable questions calibrate the structured format's abstention threshold.
     ``lora_adapters`` are served beside the base model and the first one answers every
     question (:mod:`eval.adapters`); their file hashes are part of the run's identity.
+    ``source_order`` ``shuffled`` shows each answer prompt's sources in a seeded permutation
+    instead of their merged rank: a position-bias probe (does the model cite the source that
+    answers, or the first one?).
     """
 
     out: Path
@@ -132,16 +136,19 @@ class RunOptions:
     serve_mode: ServeMode = "inprocess"
     seed: int = 0
     lora_adapters: tuple[LoraAdapter, ...] = ()
+    source_order: SourceOrderName = "retrieval"
 
     def identity(self) -> dict[str, Any]:
         """The options that decide questions and answers: a resumed run must use the same.
 
-        The adapters (names and file hashes) are included only when there are some, so runs of
-        the base model keep the identity they had before adapters existed.
+        The adapters (names and file hashes) and a shuffled source order are included only when
+        set, so runs without them keep the identity they had before these options existed.
         """
         identity = {key: getattr(self, key) for key in _IDENTITY_FIELDS}
         if self.lora_adapters:
             identity["lora"] = adapter_identity(self.lora_adapters)
+        if self.source_order != "retrieval":
+            identity["source_order"] = self.source_order
         return identity
 
     @property
@@ -152,6 +159,22 @@ class RunOptions:
     def answers(self, config: EvalConfig) -> bool:
         """Whether ``config`` answers retrieval and unanswerable questions free-form."""
         return config.retrieves and config.name in self.answer_configs and bool(self.answer_formats)
+
+
+def shuffled_sources(seed: int) -> SourceOrder:
+    """A source order that permutes each prompt's passages, seeded by ``seed`` and the passages.
+
+    The same passages always get the same permutation, so every model of a comparison sees the
+    same prompts.
+    """
+
+    def order(passages: list[Passage]) -> list[Passage]:
+        key = "\0".join(passage_key(p) for p in passages)
+        shuffled = list(passages)
+        random.Random(f"{seed}:{key}").shuffle(shuffled)
+        return shuffled
+
+    return order
 
 
 def _doc_ids(passages: Sequence[Passage], k: int) -> list[str]:
@@ -260,6 +283,7 @@ class SuiteRun:
             cfg.router, threshold=cfg.router_threshold, top_m=cfg.router_top_m, model_path=router_model
         )
         run = ExecutorRun()
+        order = shuffled_sources(self.options.seed) if self.options.source_order == "shuffled" else None
         async with serve_silos(federation, mode=self.options.serve_mode, dp=dp, encoder=self.encoder) as (
             membership,
             transports,
@@ -277,6 +301,7 @@ class SuiteRun:
                     merger=make_merger(cfg.merger),
                     llm=client,
                     executor_run=run,
+                    source_order=order,
                 )
                 yield Served(pipeline, pool, run)
             finally:

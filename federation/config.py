@@ -262,6 +262,9 @@ class GroundingSettings(_Section):
     )
 
 
+DEFAULT_SILO_BUDGET = 4
+
+
 class RetrievalSettings(_Section):
     """How the gateway routes, searches and merges."""
 
@@ -282,7 +285,13 @@ class RetrievalSettings(_Section):
     )
     router_top_m: int = Field(3, ge=1, description="Centroid router: most silos selected above the threshold.")
     router_model: Path | None = Field(None, description="Learned router model file (fedrag router train).")
-    max_silos: int = Field(4, ge=1, le=256, description="Cost budget: most silos asked per question.")
+    max_silos: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description=f"Cost budget: most silos asked per question (unset: {DEFAULT_SILO_BUDGET} for the centroid "
+        "and learned routers, every silo for the all router).",
+    )
     k_per_silo: int = Field(5, ge=1, le=100, description="Passages asked of each silo.")
     k: int = Field(8, ge=1, le=100, description="Passages kept after merging.")
     merger: Literal["score", "rrf", "calibrated"] = Field("score", description="How silo results are merged.")
@@ -292,6 +301,12 @@ class RetrievalSettings(_Section):
     card_refresh_s: float = Field(300.0, gt=0, description="How often silo cards are fetched again.")
     breaker_failures: int = Field(3, ge=1, description="Consecutive failures that open a silo's circuit breaker.")
     breaker_open_s: float = Field(30.0, gt=0, description="How long an open breaker skips its silo.")
+
+    def silo_budget(self) -> int | None:
+        """The most silos a question asks (None: every silo): ``max_silos``, or the router's default."""
+        if self.max_silos is not None:
+            return self.max_silos
+        return None if self.router == "all" else DEFAULT_SILO_BUDGET
 
 
 class GatewaySettings(BaseSettings):
@@ -350,6 +365,13 @@ class LocalTrainingSettings(_Section):
     held_out: float = Field(0.25, ge=0, lt=1, description="Share of each silo's documents kept for evaluation.")
     sources: int = Field(2, ge=1, le=10, description="Passages per training prompt (the answer and distractors).")
     passage_chars: int = Field(240, ge=40, le=4000, description="Each training passage clipped to this length.")
+    retrieval_order_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of examples whose sources keep the silo's retrieval order; the rest put the answer"
+        " at a random position.",
+    )
     qa_file: str | None = Field(
         None, description="QA pairs (JSONL) inside each silo directory; absent: questions from its documents."
     )

@@ -37,7 +37,7 @@ def keys_add(
 @app.command("serve")
 def serve(
     federation: Annotated[Path, typer.Option(help="The federation's membership file.")],
-    key: Annotated[Path, typer.Option(help="The gateway's private.pem (listed under [[gateways]]).")],
+    key: Annotated[Path, typer.Option(help="The gateway's private.pem (listed under \\[\\[gateways]]).")],
     api_keys: Annotated[Path, typer.Option(help="End-user API key file ('fedrag gateway keys add').")],
     llm_url: Annotated[str, typer.Option(help="OpenAI-compatible LLM server (vllm serve, or fedrag llm serve).")] = (
         "http://127.0.0.1:8080"
@@ -78,7 +78,10 @@ def serve(
     ] = None,
     router: Annotated[str, typer.Option(help="Routing strategy: all, centroid or learned.")] = "centroid",
     router_model: Annotated[Path | None, typer.Option(help="Learned router file ('fedrag router train').")] = None,
-    max_silos: Annotated[int, typer.Option(help="Most silos asked per question.")] = 4,
+    max_silos: Annotated[
+        int | None,
+        typer.Option(help="Most silos asked per question (default: 4 for centroid and learned, every silo for all)."),
+    ] = None,
     merger: Annotated[str, typer.Option(help="Merging of silo results: score, rrf or calibrated.")] = "score",
     deadline: Annotated[float, typer.Option(help="Seconds all silo searches of one question may take.")] = 3.0,
     hide_silo_names: Annotated[bool, typer.Option(help="Cite per-answer pseudonyms instead of silo names.")] = False,

@@ -1,11 +1,11 @@
 """Which model answers a request: the base model or one of the served LoRA adapters, by model name.
 
-The gateway serves the base model under its own name (``llm.model``) and each adapter of
-``llm.adapters`` as ``fedrag:NAME``; ``GET /v1/models`` lists them. A request names one in its
-``model`` field (a bare adapter ``NAME`` works too). A name in the ``fedrag:`` namespace that is
-not served is refused (404 ``model_not_found``, with the names that are); any other name, and no
-name, gets the default: ``llm.lora_adapter`` when set, else the base model. OpenAI clients must
-send some model name, and many send a fixed one, so those keep working.
+The gateway serves the base model under its own name (``llm.model``), each adapter of
+``llm.adapters`` as ``fedrag:NAME``, and ``fedrag``, the gateway's default (``llm.lora_adapter``
+when set, else the base model); ``GET /v1/models`` lists them. A request names one in its
+``model`` field (a bare adapter ``NAME`` works too); ``/v1/ask`` may leave it out and gets the
+default. Any other name is refused (404 ``model_not_found``, with the names that are), as
+OpenAI's API does: a typo never answers silently with another model.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from federation.config import LLMEndpointSettings
 from federation.errors import NotFound
 
 ADAPTER_PREFIX = "fedrag:"
+DEFAULT_MODEL = "fedrag"
 
 
 @dataclass(frozen=True)
@@ -32,27 +33,26 @@ class ModelChoice:
 
 
 def model_names(llm: LLMEndpointSettings) -> list[str]:
-    """The public names: the base model, then ``fedrag:NAME`` per served adapter."""
-    return [llm.model, *(ADAPTER_PREFIX + name for name in llm.served_adapters())]
+    """The public names: the default (``fedrag``), the base model, then ``fedrag:NAME`` per served adapter."""
+    return [DEFAULT_MODEL, llm.model, *(ADAPTER_PREFIX + name for name in llm.served_adapters())]
 
 
 def resolve_model(llm: LLMEndpointSettings, requested: str | None) -> ModelChoice:
-    """The model a request naming ``requested`` gets.
+    """The model a request naming ``requested`` (None: no name) gets.
 
     Raises:
-        NotFound: ``requested`` is in the ``fedrag:`` namespace but not served (``model_not_found``).
+        NotFound: ``requested`` is not a served name (``model_not_found``).
     """
-    adapters = llm.served_adapters()
     if requested == llm.model:
         return ModelChoice(llm.model, None)
-    name = requested.removeprefix(ADAPTER_PREFIX) if requested else None
-    if name in adapters:
+    if requested is None or requested == DEFAULT_MODEL:
+        if llm.lora_adapter:
+            return ModelChoice(ADAPTER_PREFIX + llm.lora_adapter, llm.lora_adapter)
+        return ModelChoice(llm.model, None)
+    name = requested.removeprefix(ADAPTER_PREFIX)
+    if name in llm.served_adapters():
         return ModelChoice(ADAPTER_PREFIX + name, name)
-    if requested and requested.startswith(ADAPTER_PREFIX):
-        raise NotFound(
-            f"model {requested!r} is not served here; known models: {', '.join(model_names(llm))}",
-            code="model_not_found",
-        )
-    if llm.lora_adapter:
-        return ModelChoice(ADAPTER_PREFIX + llm.lora_adapter, llm.lora_adapter)
-    return ModelChoice(llm.model, None)
+    raise NotFound(
+        f"model {requested!r} is not served here; known models: {', '.join(model_names(llm))}",
+        code="model_not_found",
+    )

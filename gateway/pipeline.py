@@ -35,6 +35,8 @@ from router import Router, RoutingPlan, SiloView
 logger = logging.getLogger(__name__)
 
 _PROMPT_OVERHEAD_TOKENS = 300
+SourceOrder = Callable[[list[Passage]], list[Passage]]
+"""Reorders the packed passages before they are numbered (the evaluation's position-bias probe)."""
 ABSTAIN_ANSWER = "The sources do not contain the answer to this question."
 _T = TypeVar("_T")
 
@@ -63,8 +65,16 @@ class Retrieval:
 
     @property
     def partial(self) -> bool:
-        """Whether a routed silo failed, was late or was skipped by its breaker."""
-        return any(o.status != "ok" for o in self.outcomes)
+        """Whether a routed silo failed, was late, or was skipped (its breaker open, the budget reached)."""
+        return bool(self.partial_reasons)
+
+    @property
+    def partial_reasons(self) -> list[str]:
+        """Why the answer is partial: ``silo: reason`` per silo it lacks (empty: complete)."""
+        reasons = [f"{o.silo}: {o.status} ({o.detail})" if o.detail else f"{o.silo}: {o.status}" for o in self.outcomes]
+        reasons = [r for r, o in zip(reasons, self.outcomes, strict=True) if o.status != "ok"]
+        skipped = self.plan.skipped if self.plan else []
+        return reasons + [f"{d.silo}: not asked, {d.reason}" for d in skipped if d.degraded]
 
 
 class Pipeline:
@@ -80,7 +90,9 @@ class Pipeline:
         merger: Merger,
         llm: LLMClient,
         executor_run: ExecutorRun,
+        source_order: SourceOrder | None = None,
     ) -> None:
+        """``source_order``, when given, reorders the sources the LLM sees; by default they keep the merged rank."""
         self.settings = settings
         self.encoder = encoder
         self.pool = pool
@@ -88,6 +100,7 @@ class Pipeline:
         self.merger = merger
         self.llm = llm
         self._run = executor_run
+        self._source_order = source_order
         self.model_name = resolve_model(settings.llm, None).name
         self._configure_answering()
 
@@ -168,7 +181,7 @@ class Pipeline:
 
         t = time.perf_counter()
         views = await self._views()
-        retrieval.plan = self.router.route(query, views, max_silos=cfg.max_silos)
+        retrieval.plan = self.router.route(query, views, max_silos=cfg.silo_budget())
         timings["route"] = _ms(t)
 
         t = time.perf_counter()
@@ -186,6 +199,8 @@ class Pipeline:
         retrieval.merged = len(merged)
         budget = self._context_budget(question)
         packed, _ = pack_context(kept, budget_tokens=budget, count_tokens=approx_token_count)
+        if self._source_order is not None:
+            packed = self._source_order(packed)
         retrieval.sources = assign_sources(packed, show_silo_names=cfg.show_silo_names, rng=random.Random())
         timings["aggregate"] = _ms(t)
         return retrieval
@@ -417,6 +432,7 @@ class Pipeline:
             silos=silos,
             timings_ms={k: round(v, 2) for k, v in retrieval.timings_ms.items()},
             partial=retrieval.partial,
+            partial_reasons=retrieval.partial_reasons if self.settings.retrieval.show_silo_names else [],
             passages_merged=retrieval.merged,
             duplicates_removed=retrieval.duplicates,
             passages_in_prompt=len(retrieval.sources),

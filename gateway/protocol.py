@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_CHOICES = 10
+MAX_MODEL_NAME_CHARS = 256
+MAX_MESSAGE_CHARS = 100_000
+MAX_CONTENT_PARTS = 64
+
+
+def _clean_text(value: str) -> str:
+    """Refuse text that is not valid Unicode (a lone UTF-16 surrogate, as JavaScript can send) or holds NUL."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (it holds a lone UTF-16 surrogate)") from None
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+CleanText = Annotated[str, AfterValidator(_clean_text)]
+"""A text field of a request: valid Unicode without NUL (every text field of the gateway's API is one)."""
 
 
 class SiloTrace(BaseModel):
@@ -46,7 +65,12 @@ class Trace(BaseModel):
     merger: str
     silos: list[SiloTrace]
     timings_ms: dict[str, float] = Field(description="embed, route, search, aggregate, generate, total.")
-    partial: bool = Field(description="True when a routed silo failed or was late.")
+    partial: bool = Field(
+        description="True when a silo the router chose failed, was late, or was skipped (circuit open, budget)."
+    )
+    partial_reasons: list[str] = Field(
+        default_factory=list, description="Why it is partial, per silo (empty when silo names are hidden)."
+    )
     passages_merged: int = 0
     duplicates_removed: int = 0
     passages_in_prompt: int = 0
@@ -86,13 +110,16 @@ class AskRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1, description="The question.")
-    choices: list[str] | None = Field(
+    question: CleanText = Field(min_length=1, description="The question.")
+    choices: list[CleanText] | None = Field(
         None, max_length=MAX_CHOICES, description="Options of a multiple-choice question."
     )
     allow_llm_only: bool = Field(False, description="Answer from the model alone when no silo can be searched.")
-    model: str | None = Field(
-        None, min_length=1, description="The model to answer with (GET /v1/models); the gateway's default when None."
+    model: CleanText | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_MODEL_NAME_CHARS,
+        description="The model to answer with (GET /v1/models); the gateway's default when None.",
     )
 
     @field_validator("question")
@@ -136,19 +163,40 @@ class AskResponse(BaseModel):
     trace: Trace
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content; only ``text`` parts are read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: CleanText = Field(max_length=64)
+    text: CleanText | None = Field(None, max_length=MAX_MESSAGE_CHARS)
+
+
 class ChatMessage(BaseModel):
     """One chat message (text content, or a list of text parts)."""
 
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: (
+        Annotated[CleanText, Field(max_length=MAX_MESSAGE_CHARS)]
+        | Annotated[list[ContentPart], Field(max_length=MAX_CONTENT_PARTS)]
+        | None
+    ) = None
 
     def text(self) -> str:
         """The message's text."""
         if isinstance(self.content, list):
-            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+            return "".join(p.text or "" for p in self.content if p.type == "text")
         return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    """``stream_options`` of a streamed chat completion."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = Field(False, description="Send a last chunk with the token usage (and no choices).")
 
 
 class ChatCompletionRequest(BaseModel):
@@ -156,13 +204,25 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1)
+    model: CleanText = Field(min_length=1, max_length=MAX_MODEL_NAME_CHARS)
     messages: list[ChatMessage] = Field(min_length=1, max_length=200)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1, le=32_768)
     max_completion_tokens: int | None = Field(None, ge=1, le=32_768)
     temperature: float | None = Field(None, ge=0, le=2)
-    n: int = Field(1, ge=1, le=1, description="Only one choice is supported.")
+    n: int = Field(1, ge=1, le=128, description="Only one choice is supported (n > 1 is a 400).")
+    stream_options: StreamOptions | None = None
+    tools: list[Any] | None = Field(None, description="Not supported: a request with tools is a 400.")
+    tool_choice: Any = Field(None, description="Not supported (400).")
+    functions: list[Any] | None = Field(None, description="Not supported (400).")
+
+    def unsupported(self) -> str | None:
+        """Why the gateway cannot honour this request as OpenAI would (None: it can)."""
+        if self.n > 1:
+            return "n > 1 is not supported: the gateway returns one grounded answer per request"
+        if self.tools or self.functions or self.tool_choice not in (None, "none"):
+            return "tools and function calling are not supported: the gateway answers from the federation's sources"
+        return None
 
     @field_validator("messages")
     @classmethod

@@ -65,12 +65,15 @@ class RouteDecision:
         score: the strategy's relevance score (higher is more relevant); nan when not scored.
         selected: whether the gateway should ask this silo.
         reason: why it was chosen or skipped, one short phrase.
+        degraded: skipped although the strategy chose it: its circuit is open or the cost
+            budget was reached (an answer without it is partial).
     """
 
     silo: str
     score: float
     selected: bool
     reason: str
+    degraded: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,9 @@ def card_problem(card: SiloCard, dimension: int) -> str | None:
     return None
 
 
+_OVER_BUDGET = "over budget"
+
+
 def unhealthy_reason(view: SiloView) -> str:
     """The reason an unhealthy silo is skipped."""
     return view.health_reason or "unhealthy (circuit open)"
@@ -219,11 +225,14 @@ def assemble_plan(
     for i in order:
         view, assessment = silos[i], assessments[i]
         if not view.healthy:
-            decisions[i] = RouteDecision(view.name, assessment.score, False, unhealthy_reason(view))
+            decisions[i] = RouteDecision(
+                view.name, assessment.score, False, unhealthy_reason(view), degraded=assessment.passes
+            )
         elif not assessment.passes:
             decisions[i] = RouteDecision(view.name, assessment.score, False, assessment.reason)
         elif limit is not None and chosen >= limit:
-            decisions[i] = RouteDecision(view.name, assessment.score, False, limit_reason)
+            budget_cut = limit_reason.startswith(_OVER_BUDGET)
+            decisions[i] = RouteDecision(view.name, assessment.score, False, limit_reason, degraded=budget_cut)
         else:
             decisions[i] = RouteDecision(view.name, assessment.score, True, assessment.reason)
             chosen += 1
@@ -247,7 +256,7 @@ def assemble_plan(
 def effective_limit(max_silos: int | None, top_m: int | None) -> tuple[int | None, str]:
     """Combine a strategy's top-m with the caller's budget into one limit and its reason."""
     if max_silos is not None and (top_m is None or max_silos <= top_m):
-        return max_silos, f"over budget (max {max_silos} silos)"
+        return max_silos, f"{_OVER_BUDGET} (max {max_silos} silos)"
     if top_m is not None:
         return top_m, f"over top-m ({top_m})"
     return None, ""

@@ -2,7 +2,8 @@
 
 An example is what the gateway would send the model for a question, and the reply it should
 have given: the question, the silo's own retrieved passages as numbered sources (the passage
-that answers it among distractors, at a random position), and a structured reply
+that answers it among distractors, at the rank the silo's search gave it or, in a share of
+the examples, at a random position), and a structured reply
 (``reasoning``, ``answer``, ``citations``, the gateway's answer format) whose answer restates
 the right passage and cites its number. Training on such pairs teaches the model to answer
 from the sources and to cite the one it used, which is what the grounded-answer metrics of
@@ -188,7 +189,11 @@ class ExampleSettings:
         answer_chars: the reference answer's length bound.
         reasoning_chars: the schema's reasoning bound (as the gateway sends it).
         label: the source label the model sees (the silo's name).
-        seed: seeds the answering passage's position.
+        retrieval_order_share: share of examples whose sources keep the silo's retrieval order,
+            the answering passage at the rank the silo's search gave it (as the gateway shows
+            sources); the others put it at a random position, so the model learns to read
+            which source answers rather than to cite the first.
+        seed: seeds which examples are shuffled and the answering passage's position there.
     """
 
     sources: int = 3
@@ -196,6 +201,7 @@ class ExampleSettings:
     answer_chars: int = 300
     reasoning_chars: int = 400
     label: str = "silo"
+    retrieval_order_share: float = 0.5
     seed: int = 0
 
 
@@ -217,7 +223,7 @@ def build_examples(corpus: SiloCorpus, pairs: Sequence[QAPair], settings: Exampl
             continue
         distractors = [h for h in hits if h.doc_id != gold.doc_id][: settings.sources - 1]
         passages = [*distractors]
-        position = rng.randrange(len(passages) + 1)
+        position = _position(gold, hits, len(passages), rng, settings.retrieval_order_share)
         passages.insert(position, gold)
         sources = [
             NumberedSource(
@@ -249,6 +255,25 @@ def build_examples(corpus: SiloCorpus, pairs: Sequence[QAPair], settings: Exampl
             )
         )
     return examples
+
+
+def _position(
+    gold: StoredChunk, hits: Sequence[StoredChunk], distractors: int, rng: random.Random, rank_share: float
+) -> int:
+    """Where the answering passage goes among ``distractors`` others (0-based).
+
+    With probability ``rank_share``, its rank in the silo's hits among the passages the prompt
+    shows (the hits of other documents); otherwise, and when the silo did not retrieve it, a
+    uniformly random position.
+    """
+    keep_rank = rng.random() < rank_share
+    shuffled = rng.randrange(distractors + 1)
+    if not keep_rank:
+        return shuffled
+    for rank, hit in enumerate(hits):
+        if hit.doc_id == gold.doc_id:  # the hits before it are all other documents' (the distractors)
+            return min(rank, distractors) if hit.chunk_id == gold.chunk_id else shuffled
+    return shuffled
 
 
 def _reasoning(pair: QAPair, number: int, title: str, corpus: SiloCorpus) -> str:

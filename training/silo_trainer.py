@@ -98,7 +98,16 @@ def load_silo_examples(silo_dir: Path, settings: TrainRunSettings, corpus: Local
     limit = min(local.max_examples, corpus.settings.policy.training.max_examples)
     store_version = corpus.store_version()
     key = json.dumps(
-        [local.sources, local.passage_chars, local.qa_file, local.held_out, limit, settings.adapter.seed, store_version]
+        [
+            local.sources,
+            local.passage_chars,
+            local.retrieval_order_share,
+            local.qa_file,
+            local.held_out,
+            limit,
+            settings.adapter.seed,
+            store_version,
+        ]
     )
     cache = Path(silo_dir) / TRAINING_DIR / f"examples-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     if cache.is_file():
@@ -118,7 +127,11 @@ def load_silo_examples(silo_dir: Path, settings: TrainRunSettings, corpus: Local
         corpus,
         pairs,
         ExampleSettings(
-            sources=local.sources, passage_chars=local.passage_chars, label=corpus.name, seed=settings.adapter.seed
+            sources=local.sources,
+            passage_chars=local.passage_chars,
+            retrieval_order_share=local.retrieval_order_share,
+            label=corpus.name,
+            seed=settings.adapter.seed,
         ),
     )
     train, held = split_examples(examples, local.held_out, settings.adapter.seed)

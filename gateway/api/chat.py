@@ -18,7 +18,7 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from federation.errors import FedragError, ValidationFailed
+from federation.errors import ClientError, FedragError, ValidationFailed
 from federation.http import problem_schema
 from gateway.api.ask import record
 from gateway.api.deps import api_caller, cancel_on_disconnect, get_metrics, get_pipeline
@@ -27,7 +27,7 @@ from gateway.pipeline import Pipeline
 from gateway.protocol import AskResponse, ChatCompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-_ERRORS: dict[int | str, dict[str, object]] = {c: problem_schema() for c in (401, 404, 422, 429, 502, 503, 504)}
+_ERRORS: dict[int | str, dict[str, object]] = {c: problem_schema() for c in (400, 401, 404, 422, 429, 502, 503, 504)}
 
 
 def _extras(answer: AskResponse) -> dict[str, Any]:
@@ -47,9 +47,13 @@ def _finish_reason(answer: AskResponse) -> str:
     return "stop" if answer.finish_reason == "stop" else "length"
 
 
+def _usage(answer: AskResponse) -> dict[str, int]:
+    tokens = answer.trace.llm_tokens
+    prompt, completion = tokens.get("prompt") or 0, tokens.get("completion") or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
 def _completion(answer: AskResponse, created: int) -> dict[str, Any]:
-    usage = answer.trace.llm_tokens
-    prompt, completion = usage.get("prompt") or 0, usage.get("completion") or 0
     return {
         "id": f"chatcmpl-{answer.trace.request_id}",
         "object": "chat.completion",
@@ -66,7 +70,7 @@ def _completion(answer: AskResponse, created: int) -> dict[str, Any]:
                 "finish_reason": _finish_reason(answer),
             }
         ],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        "usage": _usage(answer),
         **_extras(answer),
     }
 
@@ -92,8 +96,11 @@ async def chat_completions(
 ) -> dict[str, Any] | StreamingResponse:
     """Chat completion grounded in the federation (the last user message is the question).
 
-    ``model`` picks the base model or a served adapter (``fedrag:NAME``, see ``GET /v1/models``).
+    ``model`` picks the base model or a served adapter (``fedrag:NAME``, see ``GET /v1/models``);
+    an unknown name is a 404. Options the gateway cannot honour (``n`` > 1, tools) are a 400.
     """
+    if unsupported := body.unsupported():
+        raise ClientError(unsupported, code="unsupported_option")
     pipeline = pipeline.for_model(body.model)
     question = body.question()
     if len(question) > pipeline.settings.max_question_chars:
@@ -112,6 +119,7 @@ async def chat_completions(
     # Run retrieval before the response starts, so retrieval and LLM errors keep their HTTP status.
     first = await cancel_on_disconnect(request, anext(events))
     model = pipeline.model_name
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
 
     async def sse() -> AsyncIterator[str]:
         try:
@@ -123,6 +131,10 @@ async def chat_completions(
                     final = json.loads(_chunk(item.trace.request_id, created, item.model, {}, _finish_reason(item))[6:])
                     final.update(_extras(item))
                     yield f"data: {json.dumps(final)}\n\n"
+                    if include_usage:  # OpenAI's last chunk: no choices, the request's usage
+                        usage = json.loads(_chunk(item.trace.request_id, created, item.model, {})[6:])
+                        usage.update(choices=[], usage=_usage(item))
+                        yield f"data: {json.dumps(usage)}\n\n"
                     break
                 kind, text = item
                 field = "reasoning_content" if kind == "reasoning" else "content"

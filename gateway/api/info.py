@@ -20,9 +20,9 @@ router = APIRouter()
 
 @router.get("/v1/models", tags=["openai"], responses={401: problem_schema()})
 async def models(caller: str = Depends(api_caller), pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, Any]:  # noqa: B008
-    """The models requests may name: the base model and each served adapter as ``fedrag:NAME``.
+    """The models requests may name: ``fedrag`` (the default), the base model, each served adapter as ``fedrag:NAME``.
 
-    An unknown ``fedrag:`` name is refused with 404; any other name gets the default model.
+    Any other name is refused with 404 ``model_not_found``.
     """
     names = model_names(pipeline.settings.llm)
     return {
@@ -38,7 +38,7 @@ async def silos(caller: str = Depends(api_caller), pipeline: Pipeline = Depends(
     cfg = pipeline.settings.retrieval
     return {
         "router": pipeline.router.name,
-        "max_silos": cfg.max_silos,
+        "max_silos": cfg.silo_budget(),
         "deadline_s": cfg.deadline_s,
         "silos": pipeline.pool.status() if cfg.show_silo_names else [],
     }

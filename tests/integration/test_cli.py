@@ -126,6 +126,40 @@ def test_help_explains_every_command() -> None:
         assert "Usage" in result.stdout and len(result.stdout) > 200
 
 
+def test_help_shows_bracketed_text_literally() -> None:
+    """Rich markup must not swallow literal brackets (``[[gateways]]``, ``[policy.training]``) in any help text."""
+    import re
+
+    import click
+    import typer
+    from click.testing import CliRunner
+
+    from federation.cli import _load_part_commands, app
+
+    if not any(group.name == "gateway" for group in app.registered_groups):
+        _load_part_commands()  # what `fedrag` does at start
+    root = typer.main.get_command(app)
+    runner = CliRunner()
+    checked = 0
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        nonlocal checked
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        found = {m for t in texts for m in re.findall(r"\\?\[[^\]\s]*\]+", t)}
+        literals = {m for m in found if not re.match(r"\\?\[/?[a-z ]*\]$", m)}  # not rich styles like [dim]
+        if literals:
+            shown = runner.invoke(root, [*path, "--help"], terminal_width=400).output
+            for literal in literals:
+                assert literal.replace("\\", "") in shown, (path, literal)
+                checked += 1
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+
+    walk(root, [])
+    assert checked >= 1  # gateway serve --key: "listed under [[gateways]]"
+
+
 def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     result = fedrag("silo", "stats", tmp_path / "nowhere", ok=False)
     assert result.returncode == 1 and "fedrag silo init" in result.stderr and "Traceback" not in result.stderr

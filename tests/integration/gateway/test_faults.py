@@ -39,12 +39,14 @@ async def test_bad_silos_cost_at_most_the_deadline_and_are_reported(gateway_fact
             "injection": f"{bad_silo_url}/injection",
         },
     )
-    async with gateway_factory(deadline_s=1.5) as client:
+    async with gateway_factory(deadline_s=1.5, max_silos=None) as client:  # "all" with no budget: all 8 silos
         started = time.perf_counter()
         reply = await client.post("/v1/ask", json={"question": QUESTION})
         elapsed = time.perf_counter() - started
     assert reply.status_code == 200, reply.text
     body = reply.json()
+    assert len(body["trace"]["silos"]) == 8 and all(s["routed"] for s in body["trace"]["silos"])
+    assert "down: unavailable" in " ".join(body["trace"]["partial_reasons"])
     outcomes = {s["silo"]: s["outcome"] for s in body["trace"]["silos"]}
     assert outcomes["alpha"] == "ok" and outcomes["injection"] == "ok"
     assert outcomes["down"] == "unavailable"
@@ -56,6 +58,25 @@ async def test_bad_silos_cost_at_most_the_deadline_and_are_reported(gateway_fact
     assert elapsed < 1.5 + 60  # retrieval within the deadline, then the LLM
     details = {s["silo"]: s["detail"] for s in body["trace"]["silos"]}
     assert details["slow"] and details["million"]
+
+
+async def test_a_silo_skipped_for_its_open_breaker_or_the_budget_makes_the_answer_partial(
+    gateway_factory, federation
+) -> None:
+    add_silos(federation, {"down": f"http://127.0.0.1:{free_port()}"})
+    async with gateway_factory(max_silos=None, breaker_failures=1) as client:
+        first = (await client.post("/v1/ask", json={"question": QUESTION})).json()
+        second = (await client.post("/v1/ask", json={"question": QUESTION})).json()
+    assert {s["silo"]: s["outcome"] for s in first["trace"]["silos"]}["down"] == "unavailable"
+    # The breaker opened: "down" is no longer asked, and the answer says what it lacks.
+    down = {s["silo"]: s for s in second["trace"]["silos"]}["down"]
+    assert down["outcome"] == "not_asked" and not down["routed"]
+    assert second["partial"] is True and second["answer"].strip()
+    assert any(r.startswith("down: not asked") for r in second["trace"]["partial_reasons"])
+    async with gateway_factory(max_silos=1) as client:  # a budget set for "all" bites, and says so
+        budgeted = (await client.post("/v1/ask", json={"question": QUESTION})).json()
+    assert sum(s["routed"] for s in budgeted["trace"]["silos"]) == 1 and budgeted["partial"] is True
+    assert any("over budget (max 1 silos)" in r for r in budgeted["trace"]["partial_reasons"])
 
 
 async def test_all_silos_down_gives_a_clear_answer_without_the_llm(gateway_factory, federation) -> None:
@@ -92,7 +113,10 @@ async def test_llm_too_slow_is_a_clear_504(gateway_factory, bad_silo_url) -> Non
 )
 async def test_missing_or_wrong_api_key_is_401(gateway_factory, headers, code) -> None:
     async with gateway_factory() as client:
-        for path, body in (("/v1/ask", {"question": "x"}), ("/v1/chat/completions", {"model": "m", "messages": []})):
+        for path, body in (
+            ("/v1/ask", {"question": "x"}),
+            ("/v1/chat/completions", {"model": "fedrag", "messages": []}),
+        ):
             reply = await client.post(path, json=body, headers=headers)
             assert (reply.status_code, reply.json()["code"]) == (401, code)
         assert (await client.get("/v1/models", headers=headers)).status_code == 401
@@ -106,13 +130,12 @@ async def test_missing_or_wrong_api_key_is_401(gateway_factory, headers, code) -
 @pytest.mark.parametrize(
     "body",
     [
-        {"model": "m", "messages": []},
-        {"model": "m", "messages": [{"role": "system", "content": "only a system prompt"}]},
-        {"model": "m", "messages": [{"role": "wizard", "content": "hi"}]},
-        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 3},
-        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"},
+        {"model": "fedrag", "messages": []},
+        {"model": "fedrag", "messages": [{"role": "system", "content": "only a system prompt"}]},
+        {"model": "fedrag", "messages": [{"role": "wizard", "content": "hi"}]},
+        {"model": "fedrag", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"},
         {"messages": [{"role": "user", "content": "hi"}]},
-        {"model": "m", "messages": [{"role": "user", "content": "x" * 5000}]},
+        {"model": "fedrag", "messages": [{"role": "user", "content": "x" * 5000}]},
     ],
 )
 async def test_malformed_chat_requests_are_422(gateway_factory, body) -> None:

@@ -85,7 +85,8 @@ async def test_weak_sources_abstain_without_asking_the_llm(gateway_factory) -> N
     async with gateway_factory(llm="http://127.0.0.1:9", grounding={"abstain_below": 0.99}) as client:
         response = await client.post("/v1/ask", json={"question": "What causes asthma attacks?"})
         chat = await client.post(
-            "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "What is asthma?"}]}
+            "/v1/chat/completions",
+            json={"model": "fedrag", "messages": [{"role": "user", "content": "What is asthma?"}]},
         )
         metrics = (await client.get("/metrics")).text
     assert response.status_code == 200, response.text
@@ -101,7 +102,7 @@ async def test_streamed_answer_is_the_final_answer_and_reasoning_comes_separatel
         async with client.stream(
             "POST",
             "/v1/chat/completions",
-            json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "What is a migraine?"}]},
+            json={"model": "fedrag", "stream": True, "messages": [{"role": "user", "content": "What is a migraine?"}]},
         ) as response:
             assert response.status_code == 200
             chunks = [json.loads(line[6:]) async for line in response.aiter_lines() if line.startswith("data: {")]

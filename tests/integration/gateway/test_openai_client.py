@@ -93,7 +93,7 @@ def test_openai_client_non_streaming(served_gateway) -> None:
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=key)
     assert client.models.list().data[0].id
     completion = client.chat.completions.create(
-        model="anything", messages=[{"role": "user", "content": "What causes asthma attacks?"}]
+        model="fedrag", messages=[{"role": "user", "content": "What causes asthma attacks?"}]
     )
     assert completion.choices[0].message.content
     extra = completion.model_extra or {}
@@ -105,7 +105,7 @@ def test_openai_client_streaming(served_gateway) -> None:
     url, key = served_gateway
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=key)
     stream = client.chat.completions.create(
-        model="anything", messages=[{"role": "user", "content": "What is a migraine?"}], stream=True
+        model="fedrag", messages=[{"role": "user", "content": "What is a migraine?"}], stream=True
     )
     text, final = [], None
     for chunk in stream:
@@ -121,12 +121,12 @@ def test_openai_client_sees_auth_errors(served_gateway) -> None:
     url, _ = served_gateway
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="fr-not-a-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        client.chat.completions.create(model="fedrag", messages=[{"role": "user", "content": "hi"}])
 
 
 def test_a_client_that_disconnects_mid_stream_cancels_the_work(served_gateway_on, bad_silo_url) -> None:
     url, key = served_gateway_on(f"{bad_silo_url}/endless")
-    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "What is asthma?"}]}
+    body = {"model": "fedrag", "stream": True, "messages": [{"role": "user", "content": "What is asthma?"}]}
     with (
         httpx.Client(timeout=60) as http,
         http.stream(
@@ -143,3 +143,66 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_work(served_gateway_on
         time.sleep(0.05)
     assert "closed" in STREAM_STATE, "the gateway kept the LLM generating for a client that left"
     assert STREAM_STATE["closed"] - hung_up < 3
+
+
+def test_openai_client_gets_usage_last_and_the_llms_finish_reason(served_gateway) -> None:
+    url, key = served_gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key)
+    question = [{"role": "user", "content": "What is a migraine?"}]
+    chunks = list(
+        client.chat.completions.create(
+            model="fedrag", messages=question, stream=True, stream_options={"include_usage": True}, temperature=0
+        )
+    )
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.prompt_tokens > 0 and last.usage.completion_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
+    # Stopped by max_tokens: OpenAI's "length", not "stop".
+    short = client.chat.completions.create(model="fedrag", messages=question, max_tokens=12, temperature=0)
+    assert short.choices[0].finish_reason == "length"
+    # A structured reply cut short is asked once more for the answer alone: usage counts both calls.
+    assert short.usage is not None and 0 < short.usage.completion_tokens <= 2 * 12
+
+
+def test_unknown_models_and_unsupported_options_are_refused_with_a_reason(served_gateway) -> None:
+    url, key = served_gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    served = [m.id for m in client.models.list().data]
+    assert served[:2] == ["fedrag", "smollm2-135m-instruct"]
+    question = [{"role": "user", "content": "What is asthma?"}]
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="gpt-4o", messages=question)
+    assert missing.value.body["code"] == "model_not_found" and "smollm2-135m-instruct" in missing.value.body["detail"]
+    with pytest.raises(openai.BadRequestError) as many:
+        client.chat.completions.create(model="fedrag", messages=question, n=2)
+    assert many.value.body["code"] == "unsupported_option" and "n > 1" in many.value.body["detail"]
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as tools:
+        client.chat.completions.create(model="fedrag", messages=question, tools=[tool])  # type: ignore[list-item]
+    assert "tools" in tools.value.body["detail"]
+
+
+BAD_TEXT = [
+    ("/v1/chat/completions", '{"model": "fedrag", "messages": [{"role": "user", "content": "a\\ud800b"}]}', "content"),
+    (
+        "/v1/chat/completions",
+        '{"model": "fedrag", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}',
+        "text",
+    ),
+    ("/v1/chat/completions", '{"model": "fed\\u0000rag", "messages": [{"role": "user", "content": "hi"}]}', "model"),
+    ("/v1/ask", '{"question": "What is \\ud83d?"}', "question"),
+    ("/v1/ask", '{"question": "Which?", "choices": ["yes", "n\\ud800o"]}', "choices"),
+    ("/v1/ask", '{"question": "nul\\u0000byte"}', "question"),
+]
+
+
+def test_text_that_is_not_valid_unicode_is_a_422_naming_the_field(served_gateway) -> None:
+    url, key = served_gateway
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+        for path, body, field in BAD_TEXT:  # lone UTF-16 surrogates (JavaScript strings) and NUL
+            reply = http.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
+            assert reply.status_code == 422, (body, reply.text)
+            assert field in reply.json()["detail"], body
+            # The connection stays usable: the next request on it is answered.
+            assert http.get("/v1/models").status_code == 200

@@ -15,25 +15,26 @@ from gateway.models import model_names, resolve_model
 pytestmark = pytest.mark.unit
 
 
-def test_names_resolve_to_the_base_model_or_an_adapter_and_unknown_adapters_are_404() -> None:
+def test_names_resolve_to_the_base_model_or_an_adapter_and_unknown_names_are_404() -> None:
     llm = LLMEndpointSettings(adapters=["med", "code"])
-    assert model_names(llm) == ["smollm2-135m-instruct", "fedrag:med", "fedrag:code"]
+    assert model_names(llm) == ["fedrag", "smollm2-135m-instruct", "fedrag:med", "fedrag:code"]
     assert resolve_model(llm, "fedrag:code").adapter == "code"
     assert resolve_model(llm, "med").name == "fedrag:med"
     assert resolve_model(llm, "smollm2-135m-instruct").adapter is None
-    assert resolve_model(llm, "gpt-4o").adapter is None  # OpenAI clients' fixed names get the default
-    with pytest.raises(NotFound, match="fedrag:med, fedrag:code") as info:
-        resolve_model(llm, "fedrag:typo")
-    assert info.value.status == 404 and info.value.code == "model_not_found"
+    assert resolve_model(llm, "fedrag").adapter is resolve_model(llm, None).adapter is None
+    for unknown in ("fedrag:typo", "gpt-4o", "FEDRAG"):  # a typo never answers with another model
+        with pytest.raises(NotFound, match="fedrag, smollm2-135m-instruct, fedrag:med, fedrag:code") as info:
+            resolve_model(llm, unknown)
+        assert info.value.status == 404 and info.value.code == "model_not_found"
     default = LLMEndpointSettings(adapters=["med"], lora_adapter="med")
-    assert resolve_model(default, None).name == resolve_model(default, "gpt-4o").name == "fedrag:med"
+    assert resolve_model(default, None).name == resolve_model(default, "fedrag").name == "fedrag:med"
     assert resolve_model(default, "smollm2-135m-instruct").adapter is None
 
 
 def test_a_llamacpp_default_adapter_must_be_listed_and_a_vllm_one_is_served_implicitly() -> None:
     with pytest.raises(ValueError, match=r"must be one of llm\.adapters"):
         LLMEndpointSettings(lora_adapter="med")
-    assert model_names(LLMEndpointSettings(server="vllm", lora_adapter="med"))[1:] == ["fedrag:med"]
+    assert model_names(LLMEndpointSettings(server="vllm", lora_adapter="med"))[2:] == ["fedrag:med"]
     with pytest.raises(ValueError, match="twice"):
         LLMEndpointSettings(adapters=["med", "med"])
 

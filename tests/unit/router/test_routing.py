@@ -208,6 +208,23 @@ def test_top_m_and_budget(federation: Federation) -> None:
     assert len(AllRouter().route(query, federation.views).selected) == len(federation.views)
 
 
+def test_skips_for_the_budget_or_an_open_breaker_are_degraded_and_top_m_or_relevance_are_not(
+    federation: Federation,
+) -> None:
+    query = unit(federation.centres[0])
+    top_m = CentroidRouter(threshold=-1.0, top_m=2).route(query, federation.views)
+    assert not any(d.degraded for d in top_m.skipped)  # routing, not degradation
+    relevant = CentroidRouter(threshold=0.9).route(query, federation.views)
+    assert relevant.skipped and not any(d.degraded for d in relevant.skipped)
+    budget = AllRouter().route(query, federation.views, max_silos=2)
+    assert all(d.degraded for d in budget.skipped)
+    broken = [
+        replace(v, healthy=False, health_reason="circuit open") if v.name == "silo4" else v for v in federation.views
+    ]
+    plan = AllRouter().route(query, broken)
+    assert [(d.silo, d.degraded, d.reason) for d in plan.skipped] == [("silo4", True, "circuit open")]
+
+
 @pytest.mark.parametrize(("threshold", "top_m"), [(1.5, 3), (-2.0, 3), (math.nan, 3), (0.3, 0), (0.3, 2.5)])
 def test_centroid_validates_parameters(threshold: float, top_m: int) -> None:
     with pytest.raises(ValueError):

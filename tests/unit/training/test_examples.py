@@ -60,6 +60,28 @@ def test_examples_are_the_gateways_prompt_with_a_reply_citing_the_answering_pass
     assert positions == {1, 2, 3}  # the answering passage is not always in the same place
 
 
+def test_the_answering_passage_sits_at_its_search_rank_or_at_random_as_the_share_says(
+    federation: Federation, encoder: SentenceTransformerEncoder
+) -> None:
+    allow_training(federation.silo_dir())
+    with LocalSiloCorpus(federation.silo_dir(), encoder=encoder) as corpus:
+        pairs = list(questions_from_documents(corpus.first_chunks(limit=100)))
+        hits = corpus.search([p.question for p in pairs], 3 + 8)
+        in_rank = build_examples(corpus, pairs, ExampleSettings(sources=3, retrieval_order_share=1.0))
+        at_random = build_examples(corpus, pairs, ExampleSettings(sources=3, retrieval_order_share=0.0))
+    assert len(in_rank) == len(at_random) == len(pairs)
+    # In retrieval order the answering passage is where the gateway would show it: after the
+    # other documents' passages the silo ranked above it.
+    for pair, found, example in zip(pairs, hits, in_rank, strict=True):
+        rank = next(i for i, h in enumerate(found) if h.doc_id == pair.doc_id)
+        assert example.gold == min(rank, 2) + 1, pair.question
+    # The silo's own search puts most answers first; shuffled examples spread them out.
+    firsts = sum(e.gold == 1 for e in in_rank) / len(in_rank)
+    assert firsts > 0.6
+    assert {e.gold for e in at_random} == {1, 2, 3}
+    assert sum(e.gold == 1 for e in at_random) / len(at_random) < firsts - 0.2
+
+
 def test_private_details_are_redacted_before_they_reach_an_example(
     federation: Federation, encoder: SentenceTransformerEncoder
 ) -> None:
