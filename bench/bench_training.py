@@ -25,8 +25,10 @@ Then (each step is skipped when its output exists, so an interrupted run resumes
 2. each LoRA adapter exported to GGUF and served by the embedded llama.cpp server in
    ``fedrag eval run --lora NAME=FILE`` (medical suite, ``fed-all``, structured answers, the same
    questions for every adapter): well-formed, citation, gold-citation and supported-claim rates
-   with intervals, and the paired gold-citation difference to the base model. Soft prompts
-   cannot be served by llama.cpp: they get only the held-out loss;
+   with intervals, and the paired gold-citation difference to the base model; once with the
+   sources in retrieval order and once shuffled (``--source-order shuffled``, a position-bias
+   probe; ``--source-orders`` picks). Soft prompts cannot be served by llama.cpp: they get only
+   the held-out loss;
 3. cost: bytes per silo per round up and down, full fine-tuning bytes, round seconds, epsilon.
 
 Example (the figures in bench/RESULTS.md)::

@@ -309,6 +309,18 @@ class RetrievalSettings(_Section):
         return None if self.router == "all" else DEFAULT_SILO_BUDGET
 
 
+class ConversationSettings(_Section):
+    """How a follow-up question in a conversation is made searchable on its own."""
+
+    condense: Literal["llm", "history", "off"] = Field(
+        "llm",
+        description="llm: the LLM rewrites the last question as a standalone one (history when it is slow, down "
+        "or its rewrite unusable); history: the recent user turns, joined; off: the last message alone.",
+    )
+    condense_timeout_s: float = Field(4.0, gt=0, le=60, description="Longest wait for the LLM's rewrite.")
+    history_messages: int = Field(6, ge=1, le=50, description="Earlier messages the rewrite (or the join) sees.")
+
+
 class GatewaySettings(BaseSettings):
     """A gateway's settings; flags of ``fedrag gateway serve`` and ``FEDRAG_GATEWAY_*`` variables."""
 
@@ -326,6 +338,7 @@ class GatewaySettings(BaseSettings):
     llm: LLMEndpointSettings = Field(default_factory=LLMEndpointSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     grounding: GroundingSettings = Field(default_factory=GroundingSettings)
+    conversation: ConversationSettings = Field(default_factory=ConversationSettings)
 
     @classmethod
     def settings_customise_sources(

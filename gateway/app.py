@@ -18,7 +18,7 @@ from federation.http import BodyLimitMiddleware, RequestCounter, register_error_
 from federation.identity import Identity
 from federation.membership import load_membership
 from federation.signing import RequestSigner
-from gateway.api import ask_router, chat_router, info_router
+from gateway.api import ask_router, chat_router, info_router, retrieve_router
 from gateway.apikeys import ApiKeyStore, RateLimiter
 from gateway.fanout import SiloPool
 from gateway.llm_client import LLMClient, LLMSettings
@@ -122,6 +122,7 @@ def create_app(
     register_error_handlers(app)
     app.include_router(ask_router)
     app.include_router(chat_router)
+    app.include_router(retrieve_router)
     app.include_router(info_router)
     app.add_middleware(RequestCounter, counter=metrics.requests)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -150,6 +151,18 @@ def _verdict(reply: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def print_passages(reply: dict[str, Any], out: Console = console) -> None:
+    """Print a /v1/retrieve reply: the passages and the routing trace."""
+    partial = " (partial: some silos did not answer)" if reply["partial"] else ""
+    title = f"passages for: {escape(reply['question'])}{partial}"
+    table = Table("[n]", "silo", "document", "score", "passage", title=title)
+    for p in reply["passages"]:
+        text = escape(p["text"][:160].replace("\n", " "))
+        table.add_row(str(p["number"]), escape(p["silo"]), escape(p["doc_id"]), f"{p['score']:.3f}", text)
+    out.print(table if reply["passages"] else "no passages could be retrieved")
+    print_trace(reply["trace"], out)
+
+
 def print_answer(reply: dict[str, Any], out: Console = console) -> None:
     """Print an /v1/ask reply: reasoning, answer, checked claims, citations, routing trace."""
     if reply.get("reasoning"):
@@ -182,7 +195,15 @@ def print_answer(reply: dict[str, Any], out: Console = console) -> None:
                 c["text"][:120].replace("\n", " "),
             )
         out.print(table)
-    trace = reply["trace"]
+    print_trace(reply["trace"], out)
+
+
+def print_trace(trace: dict[str, Any], out: Console = console) -> None:
+    """Print the routing trace and timings of a reply."""
+    if trace.get("question_from") in ("llm", "history"):
+        note = f" ({trace['question_note']})" if trace.get("question_note") else ""
+        searched = escape(trace["question"])
+        out.print(f"searched for: {searched} [dim]from the conversation, by {trace['question_from']}{escape(note)}[/]")
     routing = Table(
         "silo", "routed", "score", "reason", "outcome", "ms", "passages", title=f"routing ({trace['router']})"
     )
@@ -215,19 +236,31 @@ def ask(
         str | None, typer.Option(help="The model to answer with, e.g. fedrag:NAME (see the gateway's /v1/models).")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 300.0,
+    retrieve_only: Annotated[
+        bool, typer.Option(help="Only retrieve (POST /v1/retrieve): print the released passages, no LLM answer.")
+    ] = False,
+    k: Annotated[int | None, typer.Option(help="--retrieve-only: passages to return (the gateway's k).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON reply.")] = False,
 ) -> None:
     """Ask a gateway a question; print reasoning, answer, citations and the routing trace."""
     if not api_key:
         raise ConfigError("an API key is needed: --api-key KEY or FEDRAG_API_KEY")
-    body: dict[str, Any] = {"question": question, "allow_llm_only": llm_only}
-    if choice:
-        body["choices"] = choice
-    if model:
-        body["model"] = model
+    body: dict[str, Any] = {"question": question}
+    if retrieve_only:
+        if choice or model or llm_only:
+            raise ConfigError("--retrieve-only asks no model: leave out --choice, --model and --llm-only")
+        if k is not None:
+            body["k"] = k
+    else:
+        body["allow_llm_only"] = llm_only
+        if choice:
+            body["choices"] = choice
+        if model:
+            body["model"] = model
+    route = "/v1/retrieve" if retrieve_only else "/v1/ask"
     try:
         response = httpx.post(
-            f"{gateway.rstrip('/')}/v1/ask", json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout
+            f"{gateway.rstrip('/')}{route}", json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout
         )
     except httpx.HTTPError as exc:
         raise FedragError(f"cannot reach the gateway at {gateway}: {type(exc).__name__}") from exc
@@ -240,6 +273,8 @@ def ask(
     reply = response.json()
     if as_json:
         typer.echo(json.dumps(reply, indent=2))
+    elif retrieve_only:
+        print_passages(reply)
     else:
         print_answer(reply)
 

@@ -23,6 +23,7 @@ from aggregation import Merger, Passage, SourceRef, approx_token_count, assign_s
 from federation.config import GatewaySettings, GroundingSettings, LLMEndpointSettings
 from federation.encoder import Encoder
 from federation.errors import UpstreamError
+from gateway.conversation import Standalone
 from gateway.fanout import SiloOutcome, SiloPool
 from gateway.generation import STREAM_HOLDBACK_CHARS, Generated, Generator
 from gateway.grounding import GroundingChecker, GroundingReport
@@ -53,6 +54,7 @@ class Retrieval:
     sources: list[SourceRef]
     plan: RoutingPlan | None
     outcomes: list[SiloOutcome]
+    asked: Standalone
     timings_ms: dict[str, float] = field(default_factory=dict)
     ranked: list[Passage] = field(default_factory=list)
     merged: int = 0
@@ -168,10 +170,27 @@ class Pipeline:
             )
         return views
 
-    async def retrieve(self, question: str, *, request_id: str | None = None) -> Retrieval:
-        """Embed, route, search and aggregate: the numbered sources for ``question``."""
+    async def retrieve(
+        self,
+        question: str | Standalone,
+        *,
+        request_id: str | None = None,
+        k: int | None = None,
+        for_prompt: bool = True,
+    ) -> Retrieval:
+        """Embed, route, search and aggregate: the numbered sources for ``question``.
+
+        Args:
+            question: what to search for (a conversation's :class:`Standalone` question, or text).
+            request_id: the trace's request id (a new one when None).
+            k: passages kept after merging (the settings' ``k`` when None).
+            for_prompt: pack the sources into the LLM's context budget (False: the whole top ``k``,
+                for clients that bring their own LLM).
+        """
+        asked = question if isinstance(question, Standalone) else Standalone(question, "request")
+        question = asked.question
         request_id = request_id or uuid.uuid4().hex[:16]
-        retrieval = Retrieval(request_id=request_id, sources=[], plan=None, outcomes=[])
+        retrieval = Retrieval(request_id=request_id, sources=[], plan=None, outcomes=[], asked=asked)
         timings = retrieval.timings_ms
         cfg = self.settings.retrieval
 
@@ -192,13 +211,16 @@ class Pipeline:
 
         t = time.perf_counter()
         per_silo = {o.silo: o.passages for o in retrieval.outcomes if o.status == "ok"}
-        merged = self.merger.merge(per_silo, cfg.k * 2)
+        k = k or cfg.k
+        merged = self.merger.merge(per_silo, k * 2)
         kept, retrieval.duplicates = deduplicate(merged, threshold=cfg.dedup_threshold)
-        kept = kept[: cfg.k]
+        kept = kept[:k]
         retrieval.ranked = kept
         retrieval.merged = len(merged)
-        budget = self._context_budget(question)
-        packed, _ = pack_context(kept, budget_tokens=budget, count_tokens=approx_token_count)
+        packed = kept
+        if for_prompt:
+            budget = self._context_budget(question)
+            packed, _ = pack_context(kept, budget_tokens=budget, count_tokens=approx_token_count)
         if self._source_order is not None:
             packed = self._source_order(packed)
         retrieval.sources = assign_sources(packed, show_silo_names=cfg.show_silo_names, rng=random.Random())
@@ -226,14 +248,14 @@ class Pipeline:
 
     async def answer(
         self,
-        question: str,
+        question: str | Standalone,
         *,
         choices: Sequence[str] | None = None,
         allow_llm_only: bool = False,
         request_id: str | None = None,
         max_tokens: int | None = None,
     ) -> AskResponse:
-        """Answer ``question`` with reasoning and citations (all five steps)."""
+        """Answer ``question`` (text, or a conversation's :class:`Standalone`) with reasoning and citations."""
         events = self.answer_stream(
             question,
             choices=choices,
@@ -249,7 +271,7 @@ class Pipeline:
 
     async def answer_stream(
         self,
-        question: str,
+        question: str | Standalone,
         *,
         choices: Sequence[str] | None = None,
         allow_llm_only: bool = False,
@@ -260,7 +282,7 @@ class Pipeline:
         """Yield ``("reasoning", text)`` and ``("content", text)`` deltas, then the full :class:`AskResponse`.
 
         Args:
-            question: the question.
+            question: the question (a conversation's :class:`Standalone` question: it is asked as retrieved).
             choices: options of a multiple-choice question.
             allow_llm_only: answer from the model alone when nothing could be retrieved (if the settings allow).
             request_id: the trace's request id (a new one when None).
@@ -269,6 +291,7 @@ class Pipeline:
         """
         started = time.perf_counter()
         retrieval = await self.retrieve(question, request_id=request_id)
+        question = retrieval.asked.question
         if not retrieval.sources and not self._llm_only_allowed(allow_llm_only):
             response = self._without_llm(retrieval, started, self._nothing_retrieved_text(retrieval))
             yield ("content", response.answer)
@@ -405,7 +428,12 @@ class Pipeline:
             trace=self._trace(retrieval, generated),
         )
 
-    def _trace(self, retrieval: Retrieval, generated: Generated) -> Trace:
+    def retrieval_trace(self, retrieval: Retrieval) -> Trace:
+        """The trace of steps 1-4 alone (``/v1/retrieve``)."""
+        retrieval.timings_ms.setdefault("total", sum(retrieval.timings_ms.values()))
+        return self._trace(retrieval, None)
+
+    def _trace(self, retrieval: Retrieval, generated: Generated | None) -> Trace:
         outcomes = {o.silo: o for o in retrieval.outcomes}
         silos = []
         decisions = retrieval.plan.decisions if retrieval.plan else ()
@@ -437,8 +465,15 @@ class Pipeline:
             duplicates_removed=retrieval.duplicates,
             passages_in_prompt=len(retrieval.sources),
             bytes_exchanged=sum(o.bytes_sent + o.bytes_received for o in retrieval.outcomes),
-            llm_tokens={"prompt": generated.prompt_tokens, "completion": generated.completion_tokens},
-            generation=GenerationTrace(
+            question=retrieval.asked.question,
+            question_from=retrieval.asked.origin,
+            question_note=retrieval.asked.note,
+            llm_tokens={"prompt": generated.prompt_tokens, "completion": generated.completion_tokens}
+            if generated
+            else {},
+            generation=None
+            if generated is None
+            else GenerationTrace(
                 format=generated.answer_format,
                 finish_reason=generated.finish_reason,
                 loop_detected=generated.loop_field is not None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_CHOICES = 10
 MAX_MODEL_NAME_CHARS = 256
@@ -71,6 +71,13 @@ class Trace(BaseModel):
     partial_reasons: list[str] = Field(
         default_factory=list, description="Why it is partial, per silo (empty when silo names are hidden)."
     )
+    question: str = Field("", description="What retrieval searched for (a follow-up: the standalone question).")
+    question_from: Literal["request", "last_message", "llm", "history"] = Field(
+        "request",
+        description="request: the question as sent; last_message: the chat's last user message; llm: the LLM's "
+        "standalone rewrite of a follow-up; history: the recent user turns joined (the fallback).",
+    )
+    question_note: str = Field("", description="Why the fallback was used, when it was.")
     passages_merged: int = 0
     duplicates_removed: int = 0
     passages_in_prompt: int = 0
@@ -234,3 +241,55 @@ class ChatCompletionRequest(BaseModel):
     def question(self) -> str:
         """The last user message: what retrieval searches for."""
         return next(m.text() for m in reversed(self.messages) if m.role == "user" and m.text().strip())
+
+
+class RetrieveRequest(BaseModel):
+    """``POST /v1/retrieve``: a question, or a conversation whose last user message is the question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: CleanText | None = Field(None, min_length=1, description="The question (or give messages).")
+    messages: list[ChatMessage] | None = Field(
+        None, min_length=1, max_length=200, description="A conversation (OpenAI messages); a follow-up is condensed."
+    )
+    k: int | None = Field(None, ge=1, le=100, description="Passages returned (the gateway's k when None).")
+
+    @model_validator(mode="after")
+    def _one_question(self) -> RetrieveRequest:
+        if (self.question is None) == (self.messages is None):
+            raise ValueError("give either question or messages")
+        if self.question is not None and not self.question.strip():
+            raise ValueError("question must not be blank")
+        if self.messages is not None and not any(m.role == "user" and m.text().strip() for m in self.messages):
+            raise ValueError("messages need at least one non-empty user message")
+        return self
+
+    def last_question(self) -> str:
+        """The question as the client sent it (the last user message of a conversation)."""
+        if self.question is not None:
+            return self.question
+        assert self.messages is not None
+        return next(m.text() for m in reversed(self.messages) if m.role == "user" and m.text().strip())
+
+
+class RetrievedPassage(BaseModel):
+    """One merged, released passage, numbered by rank."""
+
+    number: int
+    silo: str = Field(description="Silo name, or a per-request pseudonym when the federation hides names.")
+    doc_id: str
+    chunk_id: str
+    title: str
+    text: str
+    score: float = Field(description="The silo's similarity score.")
+
+
+class RetrieveResponse(BaseModel):
+    """The passages the federation releases for a question, with the routing trace (no LLM call)."""
+
+    id: str
+    question: str = Field(description="What was searched for (a follow-up: the standalone question).")
+    passages: list[RetrievedPassage]
+    partial: bool
+    retrieved: bool = Field(description="False when no passage could be retrieved.")
+    trace: Trace

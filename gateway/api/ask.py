@@ -9,19 +9,24 @@ from federation.http import problem_schema
 from gateway.api.deps import api_caller, cancel_on_disconnect, get_metrics, get_pipeline
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
-from gateway.protocol import AskRequest, AskResponse
+from gateway.protocol import AskRequest, AskResponse, Trace
 
 router = APIRouter(prefix="/v1", tags=["qa"])
 _ERRORS: dict[int | str, dict[str, object]] = {c: problem_schema() for c in (401, 404, 422, 429, 502, 503, 504)}
 
 
-def record(metrics: GatewayMetrics, response: AskResponse) -> None:
-    """Count a finished answer's steps, silo outcomes and how it ended."""
-    for step, ms in response.trace.timings_ms.items():
+def record_retrieval(metrics: GatewayMetrics, trace: Trace) -> None:
+    """Count a question's step timings and the outcome of each silo it asked."""
+    for step, ms in trace.timings_ms.items():
         metrics.step_seconds.labels(step=step).observe(ms / 1000)
-    for silo in response.trace.silos:
+    for silo in trace.silos:
         if silo.routed:
             metrics.silo_outcomes.labels(silo=silo.silo, outcome=silo.outcome).inc()
+
+
+def record(metrics: GatewayMetrics, response: AskResponse) -> None:
+    """Count a finished answer's steps, silo outcomes and how it ended."""
+    record_retrieval(metrics, response.trace)
     if response.partial:
         metrics.partial_answers.inc()
     if response.abstained:

@@ -22,6 +22,7 @@ from federation.errors import ClientError, FedragError, ValidationFailed
 from federation.http import problem_schema
 from gateway.api.ask import record
 from gateway.api.deps import api_caller, cancel_on_disconnect, get_metrics, get_pipeline
+from gateway.conversation import standalone_question
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 from gateway.protocol import AskResponse, ChatCompletionRequest
@@ -94,7 +95,10 @@ async def chat_completions(
     pipeline: Pipeline = Depends(get_pipeline),  # noqa: B008
     metrics: GatewayMetrics = Depends(get_metrics),  # noqa: B008
 ) -> dict[str, Any] | StreamingResponse:
-    """Chat completion grounded in the federation (the last user message is the question).
+    """Chat completion grounded in the federation: the last user message is the question.
+
+    A follow-up is searched for as a standalone question made from the conversation (see
+    ``fedrag_trace.question`` and ``question_from``).
 
     ``model`` picks the base model or a served adapter (``fedrag:NAME``, see ``GET /v1/models``);
     an unknown name is a 404. Options the gateway cannot honour (``n`` > 1, tools) are a 400.
@@ -102,9 +106,11 @@ async def chat_completions(
     if unsupported := body.unsupported():
         raise ClientError(unsupported, code="unsupported_option")
     pipeline = pipeline.for_model(body.model)
-    question = body.question()
-    if len(question) > pipeline.settings.max_question_chars:
+    if len(body.question()) > pipeline.settings.max_question_chars:
         raise ValidationFailed(f"question is over {pipeline.settings.max_question_chars} characters", code="too_long")
+    question = await cancel_on_disconnect(
+        request, standalone_question(body.messages, pipeline.llm, pipeline.settings.conversation)
+    )
     created = int(time.time())
     request_id = uuid.uuid4().hex[:16]
     max_tokens = body.max_completion_tokens or body.max_tokens

@@ -17,7 +17,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from federation.config import GatewaySettings, GroundingSettings, LLMEndpointSettings, RetrievalSettings
+from federation.config import (
+    ConversationSettings,
+    GatewaySettings,
+    GroundingSettings,
+    LLMEndpointSettings,
+    RetrievalSettings,
+)
 from federation.identity import Identity
 from federation.membership import SiloEntry, save_membership
 from federation.services import fedrag_service, free_port
@@ -144,6 +150,7 @@ def gateway_settings(
     llm_timeout_s: float = 60.0,
     llm: dict[str, object] | None = None,
     grounding: dict[str, object] | None = None,
+    conversation: dict[str, object] | None = None,
     **retrieval: object,
 ) -> tuple[GatewaySettings, str]:
     from gateway.apikeys import ApiKeyStore
@@ -157,6 +164,7 @@ def gateway_settings(
         llm=LLMEndpointSettings(**{"base_url": llm_url, "max_tokens": 48, "timeout_s": llm_timeout_s, **(llm or {})}),
         retrieval=RetrievalSettings(**{"router": "all", "deadline_s": 1.5, "max_silos": 10, **retrieval}),
         grounding=GroundingSettings(**(grounding or {})),
+        conversation=ConversationSettings(**(conversation or {})),
     )
     return settings, key
 
@@ -188,10 +196,17 @@ def gateway_factory(federation: Federation, encoder, silo_transports, llm_url):
         llm_timeout_s: float = 60.0,
         llm_settings: dict[str, object] | None = None,
         grounding: dict[str, object] | None = None,
+        conversation: dict[str, object] | None = None,
         **retrieval: object,
     ) -> AsyncIterator[httpx.AsyncClient]:
         settings, key = gateway_settings(
-            federation, llm or llm_url, llm_timeout_s=llm_timeout_s, llm=llm_settings, grounding=grounding, **retrieval
+            federation,
+            llm or llm_url,
+            llm_timeout_s=llm_timeout_s,
+            llm=llm_settings,
+            grounding=grounding,
+            conversation=conversation,
+            **retrieval,
         )
         app = create_app(settings, encoder=encoder, silo_transports=silo_transports)
         async with (
