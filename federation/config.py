@@ -199,6 +199,13 @@ class LLMEndpointSettings(_Section):
         "'fedrag llm serve --lora' (a name's position is its adapter id); vLLM: the names of --lora-modules.",
     )
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for a whole answer.")
+    parallel: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Requests the server decodes at once (its slots: 'fedrag llm serve --parallel', vLLM's "
+        "max-num-seqs); the gateway runs at most this many generations together.",
+    )
     max_tokens: int = Field(384, ge=1, le=32_768, description="Most tokens generated per answer.")
     temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
     context_tokens: int = Field(2048, ge=256, description="The model's context window, for packing passages.")
@@ -309,6 +316,17 @@ class RetrievalSettings(_Section):
         return None if self.router == "all" else DEFAULT_SILO_BUDGET
 
 
+class AdmissionSettings(_Section):
+    """Bounds on concurrent work: beyond a bound and its queue a request gets 429 with Retry-After."""
+
+    generation_queue: int = Field(8, ge=0, le=10_000, description="Answers waiting for a free LLM slot.")
+    retrievals: int = Field(16, ge=1, le=10_000, description="Retrieval-only requests (/v1/retrieve) at once.")
+    retrieval_queue: int = Field(64, ge=0, le=100_000, description="Retrieval-only requests waiting.")
+    queue_wait_s: float = Field(
+        20.0, gt=0, le=600, description="Longest wait for a slot; a request still waiting then gets 429."
+    )
+
+
 class ConversationSettings(_Section):
     """How a follow-up question in a conversation is made searchable on its own."""
 
@@ -339,6 +357,7 @@ class GatewaySettings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     grounding: GroundingSettings = Field(default_factory=GroundingSettings)
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
 
     @classmethod
     def settings_customise_sources(

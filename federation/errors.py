@@ -104,6 +104,13 @@ class BudgetExhausted(ClientError):
         self.retry_after_s = retry_after_s
 
 
+class Overloaded(BudgetExhausted):
+    """Every slot for this kind of work is busy and the queue is full (or the wait ran out)."""
+
+    code = "overloaded"
+    title = "Too busy"
+
+
 class ConfigError(FedragError):
     """A configuration or membership file is invalid."""
 

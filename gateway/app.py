@@ -18,6 +18,7 @@ from federation.http import BodyLimitMiddleware, RequestCounter, register_error_
 from federation.identity import Identity
 from federation.membership import load_membership
 from federation.signing import RequestSigner
+from gateway.admission import Admission
 from gateway.api import ask_router, chat_router, info_router, retrieve_router
 from gateway.apikeys import ApiKeyStore, RateLimiter
 from gateway.fanout import SiloPool
@@ -118,6 +119,13 @@ def create_app(
     app.state.metrics = metrics
     app.state.api_keys = api_keys
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    admission = settings.admission
+    app.state.generations = Admission(
+        "answers", slots=settings.llm.parallel, queue=admission.generation_queue, wait_s=admission.queue_wait_s
+    )
+    app.state.retrievals = Admission(
+        "retrievals", slots=admission.retrievals, queue=admission.retrieval_queue, wait_s=admission.queue_wait_s
+    )
     app.state.pipeline = None
     register_error_handlers(app)
     app.include_router(ask_router)

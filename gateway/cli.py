@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from federation.config import GatewaySettings, GroundingSettings, LLMEndpointSettings, RetrievalSettings
+from federation.config import GatewaySettings, RetrievalSettings
 from federation.errors import ConfigError, FedragError, UpstreamError
 
 console = Console()
@@ -35,15 +35,35 @@ def keys_add(
     typer.echo(key)
 
 
+def settings_with_flags(required: dict[str, Any], flags: dict[str, Any]) -> GatewaySettings:
+    """The gateway's settings: defaults, then ``FEDRAG_GATEWAY_*`` variables, then the flags given (not None).
+
+    ``flags`` maps top-level settings to values and sections (``llm``, ``retrieval``, ...) to
+    dicts of their settings; a None value is a flag left out, which keeps what the environment says.
+    """
+    merged = GatewaySettings(**required).model_dump()
+    for name, value in flags.items():
+        if isinstance(value, dict):
+            merged[name].update({k: v for k, v in value.items() if v is not None})
+        elif value is not None:
+            merged[name] = value
+    return GatewaySettings.model_validate(merged)
+
+
 @app.command("serve")
 def serve(
     federation: Annotated[Path, typer.Option(help="The federation's membership file.")],
     key: Annotated[Path, typer.Option(help="The gateway's private.pem (listed under \\[\\[gateways]]).")],
     api_keys: Annotated[Path, typer.Option(help="End-user API key file ('fedrag gateway keys add').")],
-    llm_url: Annotated[str, typer.Option(help="OpenAI-compatible LLM server (vllm serve, or fedrag llm serve).")] = (
-        "http://127.0.0.1:8080"
-    ),
-    model: Annotated[str, typer.Option(help="Model name to request from the LLM server.")] = "smollm2-135m-instruct",
+    llm_url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible LLM server (vllm serve, or fedrag llm serve); default http://127.0.0.1:8080."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name to request from the LLM server; default smollm2-135m-instruct.")
+    ] = None,
     llm_api_key: Annotated[
         str | None, typer.Option(envvar="FEDRAG_LLM_API_KEY", help="Key for the LLM server.")
     ] = None,
@@ -58,18 +78,28 @@ def serve(
     lora_adapter: Annotated[
         str | None, typer.Option(help="The default adapter, for requests that name no served model.")
     ] = None,
-    context_tokens: Annotated[int, typer.Option(help="The model's context window in tokens.")] = 2048,
-    max_tokens: Annotated[int, typer.Option(help="Most tokens generated per answer.")] = 384,
-    answer_format: Annotated[
-        str,
+    context_tokens: Annotated[int | None, typer.Option(help="The model's context window in tokens (2048).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens generated per answer (384).")] = None,
+    llm_parallel: Annotated[
+        int | None,
         typer.Option(
-            help="structured: the LLM server must follow a JSON schema (reasoning, answer, citations of the sources "
-            "given); free: free text with <think> or reasoning_content (reasoning models with a reasoning parser)."
+            help="Requests the LLM server decodes at once (its slots; 1): the gateway generates at most this many "
+            "answers together and queues or refuses (429) the rest."
         ),
-    ] = "structured",
+    ] = None,
+    llm_timeout: Annotated[float | None, typer.Option(help="Seconds to wait for a whole answer (60).")] = None,
+    answer_format: Annotated[
+        str | None,
+        typer.Option(
+            help="structured (default): the LLM server must follow a JSON schema (reasoning, answer, citations of the "
+            "sources given); free: free text with <think> or reasoning_content (reasoning models with a reasoning "
+            "parser)."
+        ),
+    ] = None,
     llm_server: Annotated[
-        str, typer.Option(help="The LLM server's kind, for its anti-repetition fields: llama.cpp, vllm or openai.")
-    ] = "llama.cpp",
+        str | None,
+        typer.Option(help="The LLM server's kind, for its anti-repetition fields: llama.cpp (default), vllm, openai."),
+    ] = None,
     abstain_below: Annotated[
         float | None,
         typer.Option(
@@ -77,52 +107,84 @@ def serve(
             "below this (default: the gateway's calibrated setting; -1 never abstains)."
         ),
     ] = None,
-    router: Annotated[str, typer.Option(help="Routing strategy: all, centroid or learned.")] = "centroid",
+    router: Annotated[str | None, typer.Option(help="Routing strategy: all, centroid (default) or learned.")] = None,
     router_model: Annotated[Path | None, typer.Option(help="Learned router file ('fedrag router train').")] = None,
+    router_top_m: Annotated[
+        int | None, typer.Option(help="Centroid router: most silos above the threshold (3).")
+    ] = None,
+    router_threshold: Annotated[
+        float | None, typer.Option(help="Centroid router: centroid similarity a silo needs.")
+    ] = None,
+    router_coverage: Annotated[
+        float | None, typer.Option(help="Learned share router: the predicted share the selected silos reach.")
+    ] = None,
     max_silos: Annotated[
         int | None,
         typer.Option(help="Most silos asked per question (default: 4 for centroid and learned, every silo for all)."),
     ] = None,
-    merger: Annotated[str, typer.Option(help="Merging of silo results: score, rrf or calibrated.")] = "score",
-    deadline: Annotated[float, typer.Option(help="Seconds all silo searches of one question may take.")] = 3.0,
-    hide_silo_names: Annotated[bool, typer.Option(help="Cite per-answer pseudonyms instead of silo names.")] = False,
-    allow_llm_only: Annotated[bool, typer.Option(help="Let requests ask for an answer without sources.")] = False,
+    k: Annotated[int | None, typer.Option(help="Passages kept after merging (8).")] = None,
+    k_per_silo: Annotated[int | None, typer.Option(help="Passages asked of each silo (5).")] = None,
+    merger: Annotated[
+        str | None, typer.Option(help="Merging of silo results: score (default), rrf or calibrated.")
+    ] = None,
+    deadline: Annotated[
+        float | None, typer.Option(help="Seconds all silo searches of one question may take (3).")
+    ] = None,
+    hide_silo_names: Annotated[
+        bool | None, typer.Option(help="Cite per-answer pseudonyms instead of silo names.", show_default=False)
+    ] = None,
+    allow_llm_only: Annotated[
+        bool | None, typer.Option(help="Let requests ask for an answer without sources.", show_default=False)
+    ] = None,
+    rate_limit: Annotated[int | None, typer.Option(help="Requests per minute per API key (60).")] = None,
     silo_ca: Annotated[Path | None, typer.Option(help="CA bundle to verify silos' TLS certificates.")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Serve the gateway: /v1/chat/completions, /v1/ask, /v1/models, /v1/silos, the chat page at /."""
+    """Serve the gateway: /v1/chat/completions, /v1/ask, /v1/retrieve, /v1/models, /v1/silos, the chat page at /.
+
+    Every setting can also come from a FEDRAG_GATEWAY_* variable (sections with a double
+    underscore, e.g. FEDRAG_GATEWAY_RETRIEVAL__K=10); a flag given overrides the variable.
+    """
     import uvicorn
 
     from gateway.app import create_app
 
+    flags: dict[str, Any] = {
+        "allow_llm_only": allow_llm_only,
+        "rate_limit_per_minute": rate_limit,
+        "llm": {
+            "base_url": llm_url,
+            "model": model,
+            "api_key": llm_api_key,
+            "lora_adapter": lora_adapter,
+            "adapters": adapter,
+            "context_tokens": context_tokens,
+            "max_tokens": max_tokens,
+            "parallel": llm_parallel,
+            "timeout_s": llm_timeout,
+            "answer_format": answer_format,
+            "server": llm_server,
+        },
+        "grounding": {"abstain_below": abstain_below},
+        "retrieval": {
+            "router": router,
+            "router_model": router_model,
+            "router_top_m": router_top_m,
+            "router_threshold": router_threshold,
+            "router_coverage": router_coverage,
+            "max_silos": max_silos,
+            "k": k,
+            "k_per_silo": k_per_silo,
+            "merger": merger,
+            "deadline_s": deadline,
+            "show_silo_names": None if hide_silo_names is None else not hide_silo_names,
+        },
+    }
     try:
-        settings = GatewaySettings(
-            federation_file=federation,
-            key_file=key,
-            api_keys_file=api_keys,
-            allow_llm_only=allow_llm_only,
-            llm=LLMEndpointSettings(
-                base_url=llm_url,
-                model=model,
-                api_key=llm_api_key,
-                lora_adapter=lora_adapter,
-                adapters=adapter or [],
-                context_tokens=context_tokens,
-                max_tokens=max_tokens,
-                answer_format=answer_format,
-                server=llm_server,
-            ),
-            grounding=GroundingSettings() if abstain_below is None else GroundingSettings(abstain_below=abstain_below),
-            retrieval=RetrievalSettings(
-                router=router,
-                router_model=router_model,
-                max_silos=max_silos,
-                merger=merger,
-                deadline_s=deadline,
-                show_silo_names=not hide_silo_names,
-            ),
+        settings = settings_with_flags(
+            {"federation_file": federation, "key_file": key, "api_keys_file": api_keys}, flags
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

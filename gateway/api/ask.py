@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Request
 
 from federation.errors import ValidationFailed
 from federation.http import problem_schema
-from gateway.api.deps import api_caller, cancel_on_disconnect, get_metrics, get_pipeline
+from gateway.admission import Admission
+from gateway.api.deps import api_caller, cancel_on_disconnect, get_generations, get_metrics, get_pipeline
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 from gateway.protocol import AskRequest, AskResponse, Trace
@@ -47,13 +48,20 @@ async def ask(
     caller: str = Depends(api_caller),
     pipeline: Pipeline = Depends(get_pipeline),  # noqa: B008
     metrics: GatewayMetrics = Depends(get_metrics),  # noqa: B008
+    generations: Admission = Depends(get_generations),  # noqa: B008
 ) -> AskResponse:
-    """Answer a question from the federation's silos, with step-by-step reasoning and citations."""
+    """Answer a question from the federation's silos, with step-by-step reasoning and citations.
+
+    At most ``llm.parallel`` answers are generated at once; a request that finds every slot busy
+    and the queue full, or waits for a slot longer than ``admission.queue_wait_s``, gets 429
+    ``overloaded`` with ``Retry-After``.
+    """
     pipeline = pipeline.for_model(body.model)
     if len(body.question) > pipeline.settings.max_question_chars:
         raise ValidationFailed(f"question is over {pipeline.settings.max_question_chars} characters", code="too_long")
-    response = await cancel_on_disconnect(
-        request, pipeline.answer(body.question, choices=body.choices, allow_llm_only=body.allow_llm_only)
-    )
+    async with generations.slot():
+        response = await cancel_on_disconnect(
+            request, pipeline.answer(body.question, choices=body.choices, allow_llm_only=body.allow_llm_only)
+        )
     record(metrics, response)
     return response

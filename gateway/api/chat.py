@@ -12,16 +12,19 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from federation.errors import ClientError, FedragError, ValidationFailed
 from federation.http import problem_schema
+from gateway.admission import Admission
 from gateway.api.ask import record
-from gateway.api.deps import api_caller, cancel_on_disconnect, get_metrics, get_pipeline
+from gateway.api.deps import api_caller, cancel_on_disconnect, get_generations, get_metrics, get_pipeline
 from gateway.conversation import standalone_question
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
@@ -94,6 +97,7 @@ async def chat_completions(
     caller: str = Depends(api_caller),
     pipeline: Pipeline = Depends(get_pipeline),  # noqa: B008
     metrics: GatewayMetrics = Depends(get_metrics),  # noqa: B008
+    generations: Admission = Depends(get_generations),  # noqa: B008
 ) -> dict[str, Any] | StreamingResponse:
     """Chat completion grounded in the federation: the last user message is the question.
 
@@ -102,28 +106,40 @@ async def chat_completions(
 
     ``model`` picks the base model or a served adapter (``fedrag:NAME``, see ``GET /v1/models``);
     an unknown name is a 404. Options the gateway cannot honour (``n`` > 1, tools) are a 400.
+    Generations are bounded as for ``/v1/ask`` (429 ``overloaded`` with ``Retry-After``); a stream
+    holds its slot until it ends.
     """
     if unsupported := body.unsupported():
         raise ClientError(unsupported, code="unsupported_option")
     pipeline = pipeline.for_model(body.model)
     if len(body.question()) > pipeline.settings.max_question_chars:
         raise ValidationFailed(f"question is over {pipeline.settings.max_question_chars} characters", code="too_long")
-    question = await cancel_on_disconnect(
-        request, standalone_question(body.messages, pipeline.llm, pipeline.settings.conversation)
-    )
     created = int(time.time())
     request_id = uuid.uuid4().hex[:16]
     max_tokens = body.max_completion_tokens or body.max_tokens
+    conversation = pipeline.settings.conversation
     if not body.stream:
-        answer = await cancel_on_disconnect(
-            request, pipeline.answer(question, request_id=request_id, max_tokens=max_tokens)
-        )
+        async with generations.slot():
+            question = await cancel_on_disconnect(
+                request, standalone_question(body.messages, pipeline.llm, conversation)
+            )
+            answer = await cancel_on_disconnect(
+                request, pipeline.answer(question, request_id=request_id, max_tokens=max_tokens)
+            )
         record(metrics, answer)
         return _completion(answer, created)
 
-    events = pipeline.answer_stream(question, request_id=request_id, max_tokens=max_tokens)
-    # Run retrieval before the response starts, so retrieval and LLM errors keep their HTTP status.
-    first = await cancel_on_disconnect(request, anext(events))
+    slot = AsyncExitStack()  # held until the stream ends
+    await slot.enter_async_context(generations.slot())
+    try:
+        condense = standalone_question(body.messages, pipeline.llm, conversation)
+        question = await cancel_on_disconnect(request, condense)
+        events = pipeline.answer_stream(question, request_id=request_id, max_tokens=max_tokens)
+        # Run retrieval before the response starts, so retrieval and LLM errors keep their HTTP status.
+        first = await cancel_on_disconnect(request, anext(events))
+    except BaseException:
+        await slot.aclose()
+        raise
     model = pipeline.model_name
     include_usage = body.stream_options is not None and body.stream_options.include_usage
 
@@ -154,6 +170,13 @@ async def chat_completions(
             # would be cancelled too, leaving the LLM generating for nobody.
             with anyio.CancelScope(shield=True):
                 await events.aclose()  # type: ignore[attr-defined]
+                await slot.aclose()
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    # Also released after the response, for a client gone before the stream started (sse never ran).
+    return StreamingResponse(
+        sse(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
+        background=BackgroundTask(slot.aclose),
+    )

@@ -10,6 +10,7 @@ from fastapi import Request
 
 from federation.errors import FedragError
 from federation.http import started_state
+from gateway.admission import Admission
 from gateway.apikeys import ApiKeyStore, RateLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
@@ -21,6 +22,18 @@ def get_pipeline(request: Request) -> Pipeline:
     """The app's pipeline (503 while starting)."""
     pipeline: Pipeline = started_state(request, "pipeline", "gateway")
     return pipeline
+
+
+def get_generations(request: Request) -> Admission:
+    """The bound on concurrent generations (the LLM server's slots)."""
+    admission: Admission = request.app.state.generations
+    return admission
+
+
+def get_retrievals(request: Request) -> Admission:
+    """The bound on concurrent retrieval-only requests."""
+    admission: Admission = request.app.state.retrievals
+    return admission
 
 
 def get_metrics(request: Request) -> GatewayMetrics:

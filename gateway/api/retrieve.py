@@ -7,12 +7,22 @@ condensed the same way as in chat completions.
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 from fastapi import APIRouter, Depends, Request
 
 from federation.errors import ValidationFailed
 from federation.http import problem_schema
+from gateway.admission import Admission
 from gateway.api.ask import record_retrieval
-from gateway.api.deps import api_caller, cancel_on_disconnect, get_metrics, get_pipeline
+from gateway.api.deps import (
+    api_caller,
+    cancel_on_disconnect,
+    get_generations,
+    get_metrics,
+    get_pipeline,
+    get_retrievals,
+)
 from gateway.conversation import Standalone, standalone_question
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
@@ -29,17 +39,26 @@ async def retrieve(
     caller: str = Depends(api_caller),
     pipeline: Pipeline = Depends(get_pipeline),  # noqa: B008
     metrics: GatewayMetrics = Depends(get_metrics),  # noqa: B008
+    retrievals: Admission = Depends(get_retrievals),  # noqa: B008
+    generations: Admission = Depends(get_generations),  # noqa: B008
 ) -> RetrieveResponse:
-    """Route, search and merge: the passages for a question (or a conversation's last question), best first."""
+    """Route, search and merge: the passages for a question (or a conversation's last question), best first.
+
+    At most ``admission.retrievals`` run at once (429 ``overloaded`` with ``Retry-After`` beyond the
+    queue); condensing a follow-up with the LLM also takes one of the LLM's slots.
+    """
     if len(body.last_question()) > pipeline.settings.max_question_chars:
         raise ValidationFailed(f"question is over {pipeline.settings.max_question_chars} characters", code="too_long")
-    if body.messages is not None:
-        asked = await cancel_on_disconnect(
-            request, standalone_question(body.messages, pipeline.llm, pipeline.settings.conversation)
-        )
-    else:
-        asked = Standalone(body.last_question(), "request")
-    retrieval = await cancel_on_disconnect(request, pipeline.retrieve(asked, k=body.k, for_prompt=False))
+    asked = Standalone(body.last_question(), "request")
+    async with retrievals.slot():
+        if body.messages is not None:
+            conversation = pipeline.settings.conversation
+            async with AsyncExitStack() as stack:
+                if conversation.condense == "llm":  # the rewrite is a generation: it needs an LLM slot
+                    await stack.enter_async_context(generations.slot())
+                condense = standalone_question(body.messages, pipeline.llm, conversation)
+                asked = await cancel_on_disconnect(request, condense)
+        retrieval = await cancel_on_disconnect(request, pipeline.retrieve(asked, k=body.k, for_prompt=False))
     trace = pipeline.retrieval_trace(retrieval)
     record_retrieval(metrics, trace)
     hidden = not pipeline.settings.retrieval.show_silo_names

@@ -102,6 +102,28 @@ async def _endless_llm_stream(request: Request) -> Response:
     return StreamingResponse(tokens(), media_type="text/event-stream")
 
 
+PACED_LLM_S = 1.5
+
+
+async def _paced_llm(request: Request) -> Response:
+    """An LLM with one slot that takes PACED_LLM_S per structured answer (streamed or whole)."""
+    await asyncio.sleep(PACED_LLM_S)
+    content = json.dumps(
+        {"reasoning": "Source [1] answers it.", "answer": "It is treated with medicines [1].", "citations": [1]}
+    )
+    if not (await request.json()).get("stream"):
+        message = {"role": "assistant", "content": content}
+        return JSONResponse({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for piece, finish in ((content, None), ("", "stop")):
+            chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}]}
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
 async def _bad_card(request: Request) -> Response:
     return JSONResponse({"detail": "no card"}, status_code=503)
 
@@ -111,6 +133,7 @@ BAD_SILOS = Starlette(
         Route("/{mode}/v1/search", _bad_search, methods=["POST"]),
         Route("/{mode}/v1/card", _bad_card, methods=["GET"]),
         Route("/endless/v1/chat/completions", _endless_llm_stream, methods=["POST"]),
+        Route("/paced/v1/chat/completions", _paced_llm, methods=["POST"]),
         Route("/{mode}/v1/chat/completions", _slow_llm, methods=["POST"]),
     ]
 )

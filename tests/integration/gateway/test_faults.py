@@ -187,3 +187,46 @@ async def test_silos_view_and_metrics(gateway_factory) -> None:
     assert silos["alpha"]["card"]["chunk_count"] > 10 and silos["alpha"]["last_latency_ms"] is not None
     assert 'fedrag_gateway_silo_outcomes_total{outcome="ok",silo="alpha"} 1.0' in metrics
     assert 'fedrag_gateway_step_seconds_count{step="search"} 1.0' in metrics
+
+
+async def test_more_concurrent_answers_than_llm_slots_get_429_with_retry_after_not_504s(
+    federation, encoder, silo_transports, bad_silo_url
+) -> None:
+    import asyncio
+
+    import httpx
+
+    from gateway.app import create_app
+    from tests.integration.gateway.conftest import PACED_LLM_S, gateway_settings
+
+    settings, key = gateway_settings(federation, f"{bad_silo_url}/paced", llm_timeout_s=10)
+    settings = settings.model_copy(
+        update={
+            "llm": settings.llm.model_copy(update={"parallel": 1}),
+            "admission": settings.admission.model_copy(update={"generation_queue": 1, "queue_wait_s": 5}),
+            "rate_limit_per_minute": 1000,
+        }
+    )
+    app = create_app(settings, encoder=encoder, silo_transports=silo_transports)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=headers, timeout=60
+        ) as client,
+    ):
+        started = asyncio.get_running_loop().time()
+        replies = await asyncio.gather(*(client.post("/v1/ask", json={"question": QUESTION}) for _ in range(6)))
+        elapsed = asyncio.get_running_loop().time() - started
+        statuses = sorted(r.status_code for r in replies)
+        # One answer generating, one queued behind it; the other four are refused at once.
+        assert statuses == [200, 200, 429, 429, 429, 429], [r.text for r in replies]
+        refused = [r for r in replies if r.status_code == 429]
+        assert all(r.json()["code"] == "overloaded" and int(r.headers["Retry-After"]) >= 1 for r in refused)
+        assert elapsed < 2 * PACED_LLM_S + 5  # nobody waited past the queue's bound
+        # Retrieval-only requests have their own bound: they pass while every LLM slot is busy.
+        busy = asyncio.ensure_future(client.post("/v1/ask", json={"question": QUESTION}))
+        await asyncio.sleep(0.3)
+        retrieved = await client.post("/v1/retrieve", json={"question": QUESTION})
+        assert retrieved.status_code == 200 and not busy.done()
+        assert (await busy).status_code == 200
