@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from eval.runner import Progress as RunProgress
+from federation.progress import LineProgress, progress
 
 console = Console(stderr=True)
 app = typer.Typer(
@@ -30,7 +31,7 @@ app = typer.Typer(
 class _Bars(RunProgress):
     """Draws one bar per step of the run."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress | LineProgress) -> None:
         self._progress = progress
         self._task: TaskID | None = None
 
@@ -195,8 +196,8 @@ def run(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console) as progress:
-        run_evaluation(options, suites=suite, progress=_Bars(progress))
+    with progress(console, *columns) as bars:
+        run_evaluation(options, suites=suite, progress=_Bars(bars))
     console.print(f"report: {out / 'report.md'}", highlight=False)
     typer.echo((out / "report.md").read_text(encoding="utf-8"))
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -155,3 +156,54 @@ class RequestCounter:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.counter.labels(route=route, status=str(status)).inc()
+
+
+METRICS_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text exposition format",
+        "content": {"text/plain; version=0.0.4; charset=utf-8": {"schema": {"type": "string"}}},
+    }
+}
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_PUBLIC_TAGS = {"health"}
+
+
+def describe_api(app: FastAPI, *, schemes: dict[str, dict[str, Any]], by_tag: dict[str, str] | None = None) -> None:
+    """Make ``app``'s OpenAPI describe what it sends and asks for.
+
+    Error responses are ``application/problem+json`` with the :class:`Problem` schema (FastAPI
+    would say ``application/json`` and its own validation shape); every route taking a body
+    documents the 400 for a body that is not UTF-8 JSON. The security ``schemes`` are declared;
+    every route except the health ones requires the scheme its tag maps to in ``by_tag`` (the
+    first scheme when its tag is not there).
+    """
+    default = next(iter(schemes))
+    tag_schemes = by_tag or {}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+        components["securitySchemes"] = schemes
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if "requestBody" in operation:
+                    responses.setdefault("400", {"description": "The body is not UTF-8 JSON"})
+                for status, response in responses.items():
+                    if status[0] in "45":
+                        response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}}
+                tags = operation.get("tags", [])
+                if not _PUBLIC_TAGS & set(tags):
+                    scheme = next((tag_schemes[t] for t in tags if t in tag_schemes), default)
+                    operation["security"] = [{scheme: []}]
+                    responses.setdefault("401", {"description": "Missing or wrong credential"})
+                    responses["401"]["content"] = {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}}
+        for name in ("HTTPValidationError", "ValidationError"):
+            components["schemas"].pop(name, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

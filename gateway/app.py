@@ -14,7 +14,7 @@ from aggregation import make_merger
 from federation.config import GatewaySettings
 from federation.encoder import Encoder, SentenceTransformerEncoder
 from federation.errors import ConfigError
-from federation.http import BodyLimitMiddleware, RequestCounter, register_error_handlers
+from federation.http import BodyLimitMiddleware, RequestCounter, describe_api, register_error_handlers
 from federation.identity import Identity
 from federation.membership import load_membership
 from federation.signing import RequestSigner
@@ -28,6 +28,7 @@ from gateway.pipeline import ExecutorRun, Pipeline
 from router import make_router
 
 logger = logging.getLogger(__name__)
+BEARER = "An end-user API key ('fedrag gateway keys add'), sent as 'Authorization: Bearer KEY'."
 
 
 def llm_settings(settings: GatewaySettings) -> LLMSettings:
@@ -132,6 +133,7 @@ def create_app(
     app.include_router(chat_router)
     app.include_router(retrieve_router)
     app.include_router(info_router)
+    describe_api(app, schemes={"bearer": {"type": "http", "scheme": "bearer", "description": BEARER}})
     app.add_middleware(RequestCounter, counter=metrics.requests)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

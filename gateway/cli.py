@@ -387,11 +387,10 @@ def router_train(
     """Label questions by asking every silo, train and calibrate the learned router, save it, report its routing."""
     import asyncio
 
-    from rich.progress import Progress
-
     from federation.encoder import SentenceTransformerEncoder
     from federation.identity import Identity
     from federation.membership import load_membership
+    from federation.progress import progress
     from federation.signing import RequestSigner
     from gateway.fanout import SiloPool
     from gateway.router_training import label_questions, train_router
@@ -415,10 +414,10 @@ def router_train(
     async def run() -> list[Any]:
         pool = SiloPool(membership, RequestSigner(Identity.load(key)), settings)
         try:
-            with Progress(console=console) as progress:
-                task = progress.add_task("asking every silo", total=len(texts))
+            with progress(console) as bar:
+                task = bar.add_task("asking every silo", total=len(texts))
                 return await label_questions(
-                    texts, encoder=encoder, pool=pool, k=k, on_question=lambda: progress.advance(task)
+                    texts, encoder=encoder, pool=pool, k=k, on_question=lambda: bar.advance(task)
                 )
         finally:
             await pool.aclose()

@@ -17,18 +17,18 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from rich.console import Console
-from rich.progress import Progress
 
 from federation.encoder import SentenceTransformerEncoder
 from federation.errors import UpstreamError
 from federation.identity import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, Identity, load_public_key
 from federation.membership import GatewayEntry, Membership, SiloEntry, load_membership, save_membership
+from federation.progress import progress
 from federation.services import FEDRAG, fedrag_service, free_port
 
 GATEWAY = "demo-gateway"
@@ -91,11 +91,11 @@ def build(workdir: Path, per_corpus: int, console: Console) -> None:
         )
     gateway_key = load_public_key(workdir / "keys" / GATEWAY / PUBLIC_KEY_FILE).b64
     save_membership(fed_file, membership.with_gateway(GatewayEntry(name=GATEWAY, public_key=gateway_key)))
-    with Progress(console=console, transient=False) as progress:
-        task = progress.add_task("building silos", total=len(SILOS))
+    with progress(console) as bar:
+        task = bar.add_task("building silos", total=len(SILOS))
         for silo in SILOS:
             silo_dir = workdir / "silos" / silo.name
-            progress.update(task, description=f"silo {silo.name}: ingesting {per_corpus} documents per corpus")
+            bar.update(task, description=f"silo {silo.name}: ingesting {per_corpus} documents per corpus")
             if not (silo_dir / "silo.toml").exists():
                 _run(
                     [
@@ -114,7 +114,7 @@ def build(workdir: Path, per_corpus: int, console: Console) -> None:
             corpus_args = [arg for c in silo.corpora for arg in ("--corpus", f"{c}:{per_corpus}")]
             corpus_args += [arg for doc_id in silo.featured for arg in ("--include", doc_id)]
             _run(["silo", "ingest", str(silo_dir), *corpus_args], log)
-            progress.advance(task)
+            bar.advance(task)
     if not (workdir / "api-key.txt").exists():
         result = subprocess.run(  # noqa: S603
             [*FEDRAG, "gateway", "keys", "add", str(workdir / "api-keys.json"), "demo-user"],
@@ -128,8 +128,17 @@ def build(workdir: Path, per_corpus: int, console: Console) -> None:
 
 
 @contextlib.contextmanager
-def running_federation(workdir: Path, console: Console) -> Iterator[tuple[str, str]]:
-    """Start silos, the embedded LLM and the gateway; yield (gateway URL, API key)."""
+def running_federation(
+    workdir: Path, console: Console, *, llm_url: str | None = None, gateway_args: Sequence[str] = ()
+) -> Iterator[tuple[str, str]]:
+    """Start silos, the embedded LLM and the gateway; yield (gateway URL, API key).
+
+    Args:
+        workdir: the built demo directory.
+        console: where progress goes.
+        llm_url: an LLM server to use instead of starting the embedded one.
+        gateway_args: more ``fedrag gateway serve`` flags (later flags win).
+    """
     fed_file = workdir / "federation.toml"
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
@@ -150,15 +159,18 @@ def running_federation(workdir: Path, console: Console) -> Iterator[tuple[str, s
                         what=f"silo {silo.name}",
                     )
                 )
-            llm_port, gateway_port = free_port(), free_port()
-            stack.enter_context(
-                fedrag_service(
-                    ["llm", "serve", "--port", str(llm_port)],
-                    f"http://127.0.0.1:{llm_port}/v1/models",
-                    log=logs / "llm.log",
-                    what="LLM server",
+            gateway_port = free_port()
+            if llm_url is None:
+                llm_port = free_port()
+                llm_url = f"http://127.0.0.1:{llm_port}"
+                stack.enter_context(
+                    fedrag_service(
+                        ["llm", "serve", "--port", str(llm_port)],
+                        f"{llm_url}/v1/models",
+                        log=logs / "llm.log",
+                        what="LLM server",
+                    )
                 )
-            )
             gateway_url = f"http://127.0.0.1:{gateway_port}"
             stack.enter_context(
                 fedrag_service(
@@ -172,7 +184,7 @@ def running_federation(workdir: Path, console: Console) -> Iterator[tuple[str, s
                         "--api-keys",
                         str(workdir / "api-keys.json"),
                         "--llm-url",
-                        f"http://127.0.0.1:{llm_port}",
+                        llm_url,
                         "--port",
                         str(gateway_port),
                         "--router",
@@ -181,6 +193,7 @@ def running_federation(workdir: Path, console: Console) -> Iterator[tuple[str, s
                         "2",
                         "--deadline",
                         "5",
+                        *gateway_args,
                     ],
                     f"{gateway_url}/readyz",
                     log=logs / "gateway.log",
@@ -188,7 +201,7 @@ def running_federation(workdir: Path, console: Console) -> Iterator[tuple[str, s
                 )
             )
         console.print(
-            f"federation running: {len(SILOS)} silos, LLM on :{llm_port}, gateway {gateway_url} (logs in {logs})",
+            f"federation running: {len(SILOS)} silos, LLM {llm_url}, gateway {gateway_url} (logs in {logs})",
             highlight=False,
         )
         yield gateway_url, (workdir / "api-key.txt").read_text().strip()

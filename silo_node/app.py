@@ -11,12 +11,23 @@ from fastapi import FastAPI
 
 from federation.config import SiloSettings, load_silo_settings
 from federation.encoder import Encoder
-from federation.http import BodyLimitMiddleware, RequestCounter, register_error_handlers
+from federation.http import BodyLimitMiddleware, RequestCounter, describe_api, register_error_handlers
 from silo_node.api import health_router, operator_router, search_router
 from silo_node.metrics import SiloMetrics
 from silo_node.service import SiloService
 
 logger = logging.getLogger(__name__)
+SECURITY = {
+    "signature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Signature",
+        "description": "HTTP Message Signatures (RFC 9421) by a gateway key of the federation (Ed25519): "
+        '\'Signature-Input: fedrag=("@method" "@path" "@query" "content-digest" "fedrag-audience");'
+        "created=...;nonce=...;keyid=...', with Content-Digest and fedrag-audience (the silo's name) headers.",
+    },
+    "operator": {"type": "http", "scheme": "bearer", "description": "The silo operator's token (silo.toml)."},
+}
 
 
 def create_app(silo_dir: Path, settings: SiloSettings | None = None, *, encoder: Encoder | None = None) -> FastAPI:
@@ -34,6 +45,9 @@ def create_app(silo_dir: Path, settings: SiloSettings | None = None, *, encoder:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = SiloService(settings, silo_dir, encoder=encoder)
         await service.run(service.open)
+        # The card (k-means over the index) is built before the silo reports ready: a gateway's
+        # first card request must not wait for it (large silos take longer than its deadline).
+        await service.run(service.card)
         app.state.verifier = service.verifier()
         app.state.service = service
         logger.info("silo ready", extra={"silo": settings.name, "vectors": len(service.index)})
@@ -56,6 +70,7 @@ def create_app(silo_dir: Path, settings: SiloSettings | None = None, *, encoder:
     app.include_router(search_router)
     app.include_router(operator_router)
     app.include_router(health_router)
+    describe_api(app, schemes=SECURITY, by_tag={"operator": "operator"})
 
     app.add_middleware(RequestCounter, counter=metrics.requests)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -14,13 +14,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from federation.config import IndexSettings, SiloSettings, load_silo_settings, write_silo_settings
 from federation.errors import ConfigError
 from federation.identity import Identity
 from federation.membership import load_membership
+from federation.progress import progress
 
 console = Console()
 app = typer.Typer(help="Run and manage a silo node (a data owner's private index).", no_args_is_help=True)
@@ -163,19 +164,19 @@ def ingest(
     try:
         items = list(iter_documents(paths or [], max_file_bytes=service.settings.chunking.max_file_bytes))
         items = _with_corpora(items, specs, include or [])
-        with Progress(
+        with progress(
+            console,
             TextColumn("embedding"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("documents"),
             TimeRemainingColumn(),
-            console=console,
-            transient=not console.is_terminal,
-        ) as progress:
-            task = progress.add_task("ingest", total=sum(1 for i in items if hasattr(i, "doc_id")))
+            transient=True,
+        ) as bar:
+            task = bar.add_task("embedding documents", total=sum(1 for i in items if hasattr(i, "doc_id")))
 
             def ack(doc_id: str) -> None:
-                progress.advance(task)
+                bar.advance(task)
                 if verbose:
                     console.print(f"stored {doc_id}", highlight=False)
 

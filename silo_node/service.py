@@ -206,6 +206,7 @@ class SiloService:
         )
         if report.documents:
             self.save_index()
+            self.card()  # the next card request finds it ready
         return report
 
     def delete(self, doc_id: str) -> int:
@@ -214,6 +215,7 @@ class SiloService:
         if removed is None:
             raise NotFound(f"no document '{doc_id}' in this silo", code="document_not_found")
         self.save_index()
+        self.card()
         return removed
 
     def documents(self, *, offset: int, limit: int) -> list[DocumentInfo]:

@@ -12,11 +12,12 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from federation.config import TrainRunSettings, load_train_settings
 from federation.errors import ConfigError, Conflict, Unavailable
+from federation.progress import progress
 from training.adapter_files import ADAPTER_DIR, REPORT_FILE, adapter_config
 from training.deployment import LocalDeployment, app_dir_for, run_status, stop_run, submit_run, write_connection
 from training.recorder import CHECKPOINT_FILE, PROGRESS_FILE
@@ -67,11 +68,11 @@ def follow_run(
     output = settings.output
     status: dict[str, Any] = {"status": "pending"}
     last_status_check = time.monotonic()
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("round {task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=err_console,
-    ) as progress:  # fmt: skip
-        task = progress.add_task(f"training ({settings.strategy})", total=settings.rounds)
+    with progress(
+        err_console, TextColumn("{task.description}"), BarColumn(),
+        TextColumn("round {task.completed}/{task.total}"), TimeElapsedColumn(),
+    ) as bar:  # fmt: skip
+        task = bar.add_task(f"training ({settings.strategy})", total=settings.rounds)
         seen = 0
         while True:
             rounds = _rounds_done(output)
@@ -79,13 +80,13 @@ def follow_run(
                 train, loss = entry.get("train", {}), entry.get("evaluate", {}).get("eval_loss")
                 before = train.get("held_out_loss_before")
                 after = f", after: {loss:.4f}" if isinstance(loss, float) else ""
-                progress.console.print(
+                bar.console.print(
                     f"round {entry['round']}: held-out loss before: {_fmt(before)}{after}; train loss "
                     f"{_fmt(train.get('train_loss'))}; {train.get('replies-accepted', 0)} of "
                     f"{train.get('nodes-sampled', 0)} silos accepted; {entry['seconds']:.0f} s"
                 )
             seen = len(rounds)
-            progress.update(task, completed=seen)
+            bar.update(task, completed=seen)
             now = time.monotonic()
             if (output / REPORT_FILE).is_file() or now - last_status_check >= status_every_s:
                 last_status_check = now

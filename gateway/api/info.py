@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from federation.http import problem_response, problem_schema
+from federation.http import METRICS_RESPONSE, problem_response, problem_schema
 from gateway.api.deps import api_caller, get_pipeline
 from gateway.metrics import GatewayMetrics
 from gateway.models import model_names
@@ -58,7 +58,7 @@ async def readyz(request: Request) -> dict[str, str] | Response:
     return {"status": "ready"}
 
 
-@router.get("/metrics", tags=["health"])
+@router.get("/metrics", tags=["health"], response_class=Response, responses=METRICS_RESPONSE)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     registry: GatewayMetrics = request.app.state.metrics

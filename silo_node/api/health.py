@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from federation.http import problem_response
+from federation.http import METRICS_RESPONSE, problem_response
 from silo_node.metrics import SiloMetrics
 
 router = APIRouter(tags=["health"])
@@ -25,7 +25,7 @@ async def readyz(request: Request) -> dict[str, str] | Response:
     return {"status": "ready"}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses=METRICS_RESPONSE)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     registry: SiloMetrics = request.app.state.metrics

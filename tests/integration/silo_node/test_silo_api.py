@@ -155,3 +155,13 @@ async def test_errors_share_one_shape_and_leak_no_secrets(silo_app, federation) 
 async def test_vectors_decode_identically_on_both_sides() -> None:
     vector = np.linspace(-1, 1, 384, dtype=np.float32)
     np.testing.assert_array_equal(Matrix.from_numpy(vector).to_numpy()[0], vector)
+
+
+async def test_the_card_is_built_before_the_silo_reports_ready(federation, encoder) -> None:
+    from silo_node.app import create_app
+
+    app = create_app(federation.silo_dir(), encoder=encoder)
+    async with app.router.lifespan_context(app):
+        service = app.state.service
+        # A gateway's first card request is answered from what start-up built, not computed on its clock.
+        assert service._card is not None and service._card[0] == service.index.seq
