@@ -63,7 +63,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from aggregation import ScoreMerger
 from federation.config import GatewaySettings, LLMEndpointSettings, RetrievalSettings
 from federation.encoder import SentenceTransformerEncoder
 from federation.identity import PRIVATE_KEY_FILE, Identity
@@ -73,7 +72,6 @@ from federation.signing import RequestSigner
 from gateway.fanout import SiloPool
 from gateway.llm_client import LLMClient, LLMSettings
 from gateway.pipeline import ExecutorRun, Pipeline
-from router import AllRouter
 
 STEPS = ("embed", "route", "search", "aggregate")
 
@@ -338,15 +336,7 @@ def make_pipeline(fed: CopyFederation, pool: SiloPool, settings: RetrievalSettin
         retrieval=settings,
     )
     unused_llm = LLMClient(LLMSettings(base_url="http://127.0.0.1:9", model="unused"))
-    return Pipeline(
-        gateway_settings,
-        encoder=encoder,
-        pool=pool,
-        router=AllRouter(),
-        merger=ScoreMerger(),
-        llm=unused_llm,
-        executor_run=run,
-    )
+    return Pipeline.from_settings(gateway_settings, encoder=encoder, pool=pool, llm=unused_llm, executor_run=run)
 
 
 # --------------------------------------------------------------------------------------

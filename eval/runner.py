@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from aggregation import Passage, make_merger
+from aggregation import Passage
 from eval.abstention import calibrate_threshold, calibration_sample
 from eval.adapters import LoraAdapter, adapter_identity
 from eval.answering import (
@@ -67,7 +67,6 @@ from gateway.generation import Generated, Generator
 from gateway.llm_client import LLMClient
 from gateway.pipeline import ExecutorRun, Pipeline, SourceOrder
 from gateway.router_training import label_questions, train_router
-from router import make_router
 
 __all__ = ["Progress", "RunOptions", "run_suite"]
 
@@ -279,9 +278,6 @@ class SuiteRun:
         router_model = self.router_model(config.partition) if config.router == "learned" else None
         settings = self.gateway_settings(federation, config, router_model)
         cfg = settings.retrieval
-        router = make_router(
-            cfg.router, threshold=cfg.router_threshold, top_m=cfg.router_top_m, model_path=router_model
-        )
         run = ExecutorRun()
         order = shuffled_sources(self.options.seed) if self.options.source_order == "shuffled" else None
         async with serve_silos(federation, mode=self.options.serve_mode, dp=dp, encoder=self.encoder) as (
@@ -293,15 +289,8 @@ class SuiteRun:
             client = llm or LLMClient(llm_settings(settings))
             try:
                 await pool.refresh_cards(force=True)
-                pipeline = Pipeline(
-                    settings,
-                    encoder=self.encoder.inner,
-                    pool=pool,
-                    router=router,
-                    merger=make_merger(cfg.merger),
-                    llm=client,
-                    executor_run=run,
-                    source_order=order,
+                pipeline = Pipeline.from_settings(
+                    settings, encoder=self.encoder.inner, pool=pool, llm=client, executor_run=run, source_order=order
                 )
                 yield Served(pipeline, pool, run)
             finally:

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from aggregation import make_merger
 from federation.config import GatewaySettings
 from federation.encoder import Encoder, SentenceTransformerEncoder
 from federation.errors import ConfigError
@@ -25,7 +24,6 @@ from gateway.fanout import SiloPool
 from gateway.llm_client import LLMClient, LLMSettings
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import ExecutorRun, Pipeline
-from router import make_router
 
 logger = logging.getLogger(__name__)
 BEARER = "An end-user API key ('fedrag gateway keys add'), sent as 'Authorization: Bearer KEY'."
@@ -79,14 +77,6 @@ def create_app(
             "run 'fedrag federation add-gateway' first"
         )
     cfg = settings.retrieval
-    router = make_router(
-        cfg.router,
-        threshold=cfg.router_threshold,
-        top_m=cfg.router_top_m,
-        model_path=cfg.router_model,
-        coverage=cfg.router_coverage,
-    )
-    merger = make_merger(cfg.merger)
     metrics = GatewayMetrics()
 
     @asynccontextmanager
@@ -99,9 +89,7 @@ def create_app(
         pool = SiloPool(membership, RequestSigner(identity), cfg, transports=silo_transports, verify=silo_verify)
         llm = LLMClient(llm_settings(settings), transport=llm_transport)
         await pool.refresh_cards(force=True)
-        app.state.pipeline = Pipeline(
-            settings, encoder=enc, pool=pool, router=router, merger=merger, llm=llm, executor_run=run
-        )
+        app.state.pipeline = Pipeline.from_settings(settings, encoder=enc, pool=pool, llm=llm, executor_run=run)
         logger.info("gateway ready", extra={"federation": membership.name, "silos": len(membership.silos)})
         try:
             yield

@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from aggregation import Merger, Passage, SourceRef, approx_token_count, assign_sources, deduplicate, pack_context
+from aggregation import (
+    Merger,
+    Passage,
+    SourceRef,
+    approx_token_count,
+    assign_sources,
+    deduplicate,
+    make_merger,
+    pack_context,
+)
 from federation.config import GatewaySettings, GroundingSettings, LLMEndpointSettings
 from federation.encoder import Encoder
 from federation.errors import UpstreamError
@@ -31,7 +40,7 @@ from gateway.llm_client import LLMClient
 from gateway.models import resolve_model
 from gateway.prompting import NumberedSource, ParsedAnswer
 from gateway.protocol import AskResponse, Citation, Claim, GenerationTrace, SiloTrace, Trace
-from router import Router, RoutingPlan, SiloView
+from router import Router, RoutingPlan, SiloView, make_router
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +114,41 @@ class Pipeline:
         self._source_order = source_order
         self.model_name = resolve_model(settings.llm, None).name
         self._configure_answering()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: GatewaySettings,
+        *,
+        encoder: Encoder,
+        pool: SiloPool,
+        llm: LLMClient,
+        executor_run: ExecutorRun,
+        source_order: SourceOrder | None = None,
+    ) -> Pipeline:
+        """The one assembly point: the router and merger that ``settings.retrieval`` names, over ``pool``.
+
+        The app, the evaluation harness and the benchmarks build their pipelines here, so a
+        retrieval setting (router coverage, threshold, top-m, model file) means the same in each.
+        """
+        cfg = settings.retrieval
+        router = make_router(
+            cfg.router,
+            threshold=cfg.router_threshold,
+            top_m=cfg.router_top_m,
+            model_path=cfg.router_model,
+            coverage=cfg.router_coverage,
+        )
+        return cls(
+            settings,
+            encoder=encoder,
+            pool=pool,
+            router=router,
+            merger=make_merger(cfg.merger),
+            llm=llm,
+            executor_run=executor_run,
+            source_order=source_order,
+        )
 
     def _configure_answering(self) -> None:
         """The generator and grounding checker of step 5, from the settings."""
