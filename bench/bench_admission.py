@@ -26,11 +26,9 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
+from bench_gateway import serve_in_thread  # noqa: E402
 from rich.console import Console  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
@@ -90,22 +88,6 @@ def stub_llm(seconds: float) -> Starlette:
         return JSONResponse({"object": "list", "data": [{"id": "smollm2-135m-instruct", "object": "model"}]})
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
-
-
-@contextmanager
-def serve_in_thread(app: Starlette) -> Iterator[str]:
-    """Serve ``app`` on a loopback port in a thread; yield its URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @dataclass
@@ -199,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         flush=True,
     )
     rows: list[Row] = []
-    with serve_in_thread(stub_llm(args.stub_s)) as stub:
+    with serve_in_thread(stub_llm(args.stub_s), free_port()) as stub:
         for label, extra in (("on (1 slot, queue 8)", ["--llm-parallel", "1"]), ("off", ["--llm-parallel", "1000"])):
             with running_federation(args.work, console, llm_url=stub, gateway_args=[*common, *extra]) as (url, key):
                 rows += run_levels(

@@ -213,15 +213,21 @@ def _verdict(reply: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _print_partial(reply: dict[str, Any], out: Console) -> None:
+    if reply.get("partial"):
+        reasons = reply["trace"].get("partial_reasons") or ["a silo did not answer"]
+        out.print(f"[yellow]partial[/]: {escape('; '.join(reasons))}")
+
+
 def print_passages(reply: dict[str, Any], out: Console = console) -> None:
     """Print a /v1/retrieve reply: the passages and the routing trace."""
-    partial = " (partial: some silos did not answer)" if reply["partial"] else ""
-    title = f"passages for: {escape(reply['question'])}{partial}"
+    title = f"passages for: {escape(reply['question'])}"
     table = Table("[n]", "silo", "document", "score", "passage", title=title)
     for p in reply["passages"]:
         text = escape(p["text"][:160].replace("\n", " "))
         table.add_row(str(p["number"]), escape(p["silo"]), escape(p["doc_id"]), f"{p['score']:.3f}", text)
     out.print(table if reply["passages"] else "no passages could be retrieved")
+    _print_partial(reply, out)
     print_trace(reply["trace"], out)
 
 
@@ -229,8 +235,8 @@ def print_answer(reply: dict[str, Any], out: Console = console) -> None:
     """Print an /v1/ask reply: reasoning, answer, checked claims, citations, routing trace."""
     if reply.get("reasoning"):
         out.print(Panel(reply["reasoning"].strip(), title="reasoning", border_style="dim"))
-    title = "answer" + (" (partial: some silos did not answer)" if reply.get("partial") else "")
-    out.print(Panel(reply["answer"].strip() or "(empty)", title=title, border_style="green"))
+    out.print(Panel(reply["answer"].strip() or "(empty)", title="answer", border_style="green"))
+    _print_partial(reply, out)
     if verdict := _verdict(reply):
         out.print(verdict)
     if reply.get("choice_parsed") is not None:

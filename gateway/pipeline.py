@@ -82,8 +82,8 @@ class Retrieval:
     @property
     def partial_reasons(self) -> list[str]:
         """Why the answer is partial: ``silo: reason`` per silo it lacks (empty: complete)."""
-        reasons = [f"{o.silo}: {o.status} ({o.detail})" if o.detail else f"{o.silo}: {o.status}" for o in self.outcomes]
-        reasons = [r for r, o in zip(reasons, self.outcomes, strict=True) if o.status != "ok"]
+        failed = [o for o in self.outcomes if o.status != "ok"]
+        reasons = [f"{o.silo}: {o.status}" + (f" ({o.detail})" if o.detail else "") for o in failed]
         skipped = self.plan.skipped if self.plan else []
         return reasons + [f"{d.silo}: not asked, {d.reason}" for d in skipped if d.degraded]
 

@@ -206,3 +206,17 @@ def test_text_that_is_not_valid_unicode_is_a_422_naming_the_field(served_gateway
             assert field in reply.json()["detail"], body
             # The connection stays usable: the next request on it is answered.
             assert http.get("/v1/models").status_code == 200
+
+
+def test_openai_client_multi_turn_follow_up_is_answered_from_the_conversations_topic(served_gateway) -> None:
+    url, key = served_gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key)
+    messages = [
+        {"role": "user", "content": "What is a migraine?"},
+        {"role": "assistant", "content": "A migraine is a headache disorder with attacks of throbbing pain."},
+        {"role": "user", "content": "How is it treated?"},
+    ]
+    reply = client.chat.completions.create(model="fedrag", messages=messages, temperature=0)  # type: ignore[arg-type]
+    extra = reply.model_extra or {}
+    assert extra["fedrag_trace"]["question_from"] in ("llm", "history")
+    assert "migraine" in extra["citations"][0]["doc_id"]

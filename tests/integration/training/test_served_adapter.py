@@ -135,13 +135,13 @@ async def gateway(
 
 async def test_the_gateway_answers_with_the_adapter_named_as_model(gateway: httpx.AsyncClient) -> None:
     models = (await gateway.get("/v1/models")).json()
-    assert [m["id"] for m in models["data"]] == ["smollm2-135m-instruct", "fedrag:fed"]
+    assert [m["id"] for m in models["data"]] == ["fedrag", "smollm2-135m-instruct", "fedrag:fed"]
 
     async def chat(model: str) -> httpx.Response:
         messages = [{"role": "user", "content": "What causes asthma attacks?"}]
         return await gateway.post("/v1/chat/completions", json={"model": model, "messages": messages})
 
-    base, adapted, base_again = await chat("smollm2-135m-instruct"), await chat("fedrag:fed"), await chat("x")
+    base, adapted, base_again = await chat("smollm2-135m-instruct"), await chat("fedrag:fed"), await chat("fedrag")
     assert base.status_code == adapted.status_code == base_again.status_code == 200, adapted.text
     assert adapted.json()["model"] == "fedrag:fed" and base.json()["model"] == "smollm2-135m-instruct"
     answer = [r.json()["choices"][0]["message"]["content"] for r in (base, adapted, base_again)]
@@ -152,8 +152,8 @@ async def test_the_gateway_answers_with_the_adapter_named_as_model(gateway: http
     assert ask.status_code == 200 and ask.json()["model"] == "fedrag:fed"
     assert ask.json()["answer"] == answer[1]
 
-    unknown = await chat("fedrag:nope")
-    assert unknown.status_code == 404
+    unknown, other = await chat("fedrag:nope"), await chat("gpt-4o")
+    assert unknown.status_code == other.status_code == 404
     problem = unknown.json()
     assert problem["code"] == "model_not_found"
     assert "smollm2-135m-instruct" in problem["detail"] and "fedrag:fed" in problem["detail"]
