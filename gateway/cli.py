@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,19 +36,53 @@ def keys_add(
     typer.echo(key)
 
 
-def settings_with_flags(required: dict[str, Any], flags: dict[str, Any]) -> GatewaySettings:
-    """The gateway's settings: defaults, then ``FEDRAG_GATEWAY_*`` variables, then the flags given (not None).
+def settings_with_flags(
+    required: dict[str, Any], flags: dict[str, Any], config_file: Path | None = None
+) -> GatewaySettings:
+    """The gateway's settings: defaults < ``config_file`` (TOML) < ``FEDRAG_GATEWAY_*`` variables < flags given.
 
     ``flags`` maps top-level settings to values and sections (``llm``, ``retrieval``, ...) to
-    dicts of their settings; a None value is a flag left out, which keeps what the environment says.
+    dicts of their settings; a None value is a flag left out, which keeps what the layers below say.
+
+    Raises:
+        ConfigError: the file cannot be read, or a setting is unknown or invalid.
     """
-    merged = GatewaySettings(**required).model_dump()
+    from pydantic_settings import EnvSettingsSource
+
+    layers: list[dict[str, Any]] = []
+    if config_file is not None:
+        try:
+            layers.append(tomllib.loads(config_file.read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read the gateway settings file {config_file}: {exc}") from exc
+    layers += [EnvSettingsSource(GatewaySettings)(), _given(flags), required]
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        _deep_update(merged, layer)
+    try:
+        return GatewaySettings(**merged)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _given(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags that were given (not None), sections included."""
+    given: dict[str, Any] = {}
     for name, value in flags.items():
         if isinstance(value, dict):
-            merged[name].update({k: v for k, v in value.items() if v is not None})
+            if section := {k: v for k, v in value.items() if v is not None}:
+                given[name] = section
         elif value is not None:
-            merged[name] = value
-    return GatewaySettings.model_validate(merged)
+            given[name] = value
+    return given
+
+
+def _deep_update(target: dict[str, Any], layer: dict[str, Any]) -> None:
+    for name, value in layer.items():
+        if isinstance(value, dict) and isinstance(target.get(name), dict):
+            _deep_update(target[name], value)
+        else:
+            target[name] = value
 
 
 @app.command("serve")
@@ -55,6 +90,13 @@ def serve(
     federation: Annotated[Path, typer.Option(help="The federation's membership file.")],
     key: Annotated[Path, typer.Option(help="The gateway's private.pem (listed under \\[\\[gateways]]).")],
     api_keys: Annotated[Path, typer.Option(help="End-user API key file ('fedrag gateway keys add').")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="A TOML file of gateway settings (the GatewaySettings fields, sections as tables such as "
+            "\\[retrieval]); FEDRAG_GATEWAY_* variables override it, and flags override both."
+        ),
+    ] = None,
     llm_url: Annotated[
         str | None,
         typer.Option(
@@ -144,8 +186,9 @@ def serve(
 ) -> None:
     """Serve the gateway: /v1/chat/completions, /v1/ask, /v1/retrieve, /v1/models, /v1/silos, the chat page at /.
 
-    Every setting can also come from a FEDRAG_GATEWAY_* variable (sections with a double
-    underscore, e.g. FEDRAG_GATEWAY_RETRIEVAL__K=10); a flag given overrides the variable.
+    Every setting can also come from --config FILE (TOML) or a FEDRAG_GATEWAY_* variable
+    (sections with a double underscore, e.g. FEDRAG_GATEWAY_RETRIEVAL__K=10): flags override
+    variables, which override the file.
     """
     import uvicorn
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from federation.errors import ConfigError
 from federation.services import fedrag_service, free_port
 from gateway.apikeys import ApiKeyStore
 from gateway.cli import settings_with_flags
@@ -36,6 +37,23 @@ def test_variables_are_honoured_and_flags_override_them(monkeypatch: pytest.Monk
     flagged = settings_with_flags(required, {"retrieval": {"k": 3, "max_silos": 2}, "rate_limit_per_minute": 9})
     assert flagged.retrieval.k == 3 and flagged.retrieval.k_per_silo == 10  # the flag wins; the rest stays
     assert flagged.retrieval.silo_budget() == 2 and flagged.rate_limit_per_minute == 9
+
+
+def test_a_settings_file_is_read_under_the_variables_and_the_flags(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('rate_limit_per_minute = 5\n[retrieval]\nk = 4\nrouter = "learned"\ndeadline_s = 9\n')
+    monkeypatch.setenv("FEDRAG_GATEWAY_RETRIEVAL__ROUTER", "all")
+    required = {"federation_file": "f.toml", "key_file": "k.pem"}
+    settings = settings_with_flags(required, {"retrieval": {"deadline_s": 2.0}}, config)
+    assert settings.rate_limit_per_minute == 5 and settings.retrieval.k == 4  # from the file
+    assert settings.retrieval.router == "all"  # the variable over the file
+    assert settings.retrieval.deadline_s == 2.0  # the flag over both
+    config.write_text("[retrieval]\nkk = 4\n")
+    with pytest.raises(ConfigError, match="kk"):
+        settings_with_flags(required, {}, config)
+    config.write_text("not toml [")
+    with pytest.raises(ConfigError, match=r"gateway\.toml"):
+        settings_with_flags(required, {}, config)
 
 
 def test_the_real_cli_serves_with_the_environments_settings(federation: Federation, tmp_path) -> None:
