@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +32,19 @@ SECURITY = {
 }
 
 
+CARD_REFRESH_S = 15.0
+
+
+async def _keep_card_fresh(service: SiloService, every_s: float = CARD_REFRESH_S) -> None:
+    """Rebuild the card soon after the index changes (an ingest by another process), not on a request."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await service.run(service.card)  # cheap when the index has not changed
+        except Exception:  # a failed rebuild is retried next time; requests still get the last card
+            logger.exception("card refresh failed")
+
+
 def create_app(silo_dir: Path, settings: SiloSettings | None = None, *, encoder: Encoder | None = None) -> FastAPI:
     """Build the silo's app.
 
@@ -51,9 +66,13 @@ def create_app(silo_dir: Path, settings: SiloSettings | None = None, *, encoder:
         app.state.verifier = service.verifier()
         app.state.service = service
         logger.info("silo ready", extra={"silo": settings.name, "vectors": len(service.index)})
+        refresher = asyncio.create_task(_keep_card_fresh(service))
         try:
             yield
         finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
             app.state.service = None
             service.close()
 

@@ -165,3 +165,38 @@ async def test_the_card_is_built_before_the_silo_reports_ready(federation, encod
         service = app.state.service
         # A gateway's first card request is answered from what start-up built, not computed on its clock.
         assert service._card is not None and service._card[0] == service.index.seq
+
+
+async def test_the_card_follows_an_ingest_by_another_process_without_a_request(federation, encoder) -> None:
+    import asyncio
+
+    from federation.config import load_silo_settings
+    from silo_node.app import _keep_card_fresh, create_app
+    from silo_node.ingest.readers import make_document
+    from silo_node.service import SiloService
+
+    app = create_app(federation.silo_dir(), encoder=encoder)
+    async with app.router.lifespan_context(app):
+        service = app.state.service
+        before = service.card().chunk_count
+        other = SiloService(load_silo_settings(federation.silo_dir()), federation.silo_dir(), encoder=encoder).open()
+        try:  # what `fedrag silo ingest` does while the silo serves
+            doc = make_document(
+                "chilblains",
+                "Chilblains",
+                "Chilblains are itchy swellings of the skin after cold exposure.",
+                {},
+                source="x",
+            )
+            other.ingest([doc])
+        finally:
+            other.close()
+        refresher = asyncio.create_task(_keep_card_fresh(service, every_s=0.05))
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if service._card[1].chunk_count > before:  # rebuilt in the background, no request asked
+                    break
+        finally:
+            refresher.cancel()
+        assert service._card[1].chunk_count == before + 1
