@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -237,6 +238,12 @@ def serve(
         port=port,
         log_level=log_level,
     )
+
+
+def unlabelled_silos(examples: Sequence[Any], silos: Sequence[str]) -> list[str]:
+    """The silos that no labelled question found relevant (in no question's all-silo top-k)."""
+    seen = set().union(*(e.relevant for e in examples)) if examples else set()
+    return [name for name in silos if name not in seen]
 
 
 def _verdict(reply: dict[str, Any]) -> str:
@@ -474,6 +481,13 @@ def router_train(
     examples = asyncio.run(run())
     if not examples:
         raise FedragError("no question retrieved anything from any silo; nothing to learn from")
+    if unseen := unlabelled_silos(examples, [s.name for s in membership.silos]):
+        console.print(
+            f"[yellow]warning[/]: {len(unseen)} of {len(membership.silos)} silos hold no passage of any question's "
+            f"top-{k}: {escape(', '.join(unseen))}. The router learns never to ask them; add questions about "
+            "what they hold.",
+            highlight=False,
+        )
     options: dict[str, Any] = {
         "model": model,
         "selection": selection,

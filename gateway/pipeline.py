@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import random
 import time
 import uuid
@@ -248,14 +249,15 @@ class Pipeline:
         timings["route"] = _ms(t)
 
         t = time.perf_counter()
-        retrieval.outcomes = await self.pool.search(
-            retrieval.plan.selected, query, cfg.k_per_silo, request_id=request_id
-        )
+        # Few silos asked must still be able to fill k (one silo: k passages, not k_per_silo).
+        k = k or cfg.k
+        selected = retrieval.plan.selected
+        k_each = max(cfg.k_per_silo, math.ceil(k / len(selected))) if selected else cfg.k_per_silo
+        retrieval.outcomes = await self.pool.search(selected, query, k_each, request_id=request_id)
         timings["search"] = _ms(t)
 
         t = time.perf_counter()
         per_silo = {o.silo: o.passages for o in retrieval.outcomes if o.status == "ok"}
-        k = k or cfg.k
         merged = self.merger.merge(per_silo, k * 2)
         kept, retrieval.duplicates = deduplicate(merged, threshold=cfg.dedup_threshold)
         kept = kept[:k]

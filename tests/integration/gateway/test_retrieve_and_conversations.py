@@ -71,3 +71,14 @@ async def test_chat_follow_ups_are_condensed_by_the_llm_and_answered_from_the_ri
     if trace["question_from"] == "llm":
         assert "migraine" in trace["question"].lower() and trace["question"] != FOLLOW_UP[-1]["content"]
     assert "migraine" in reply.json()["citations"][0]["doc_id"]
+
+
+async def test_a_one_silo_federation_fills_k_not_k_per_silo(gateway_factory, federation) -> None:
+    from federation.membership import save_membership
+
+    alpha_only = tuple(s for s in federation.membership.silos if s.name == "alpha")
+    federation.membership = federation.membership.model_copy(update={"silos": alpha_only})
+    save_membership(federation.file, federation.membership)
+    async with gateway_factory(llm=f"http://127.0.0.1:{free_port()}", k=8, k_per_silo=5) as client:
+        reply = (await client.post("/v1/retrieve", json={"question": "What triggers asthma attacks?"})).json()
+    assert len(reply["passages"]) == 8 and {p["silo"] for p in reply["passages"]} == {"alpha"}

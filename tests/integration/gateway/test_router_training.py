@@ -72,3 +72,13 @@ async def test_labels_and_a_trained_router_send_each_topic_to_its_silo(federatio
     medical = model.route(encoder.encode(["Which drugs treat hypertension?"])[0], silos, max_silos=1)
     code = model.route(encoder.encode(["How can I load JSON text into a Python dict?"])[0], silos, max_silos=1)
     assert medical.selected == ["alpha"] and code.selected == ["beta"]
+
+
+def test_router_training_names_the_silos_no_question_found() -> None:
+    from types import SimpleNamespace
+
+    from gateway.cli import unlabelled_silos
+
+    examples = [SimpleNamespace(relevant=frozenset({"big"})), SimpleNamespace(relevant=frozenset({"big", "mid"}))]
+    assert unlabelled_silos(examples, ["big", "mid", "faq", "small"]) == ["faq", "small"]
+    assert unlabelled_silos(examples, ["big", "mid"]) == []
