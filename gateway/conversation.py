@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 QuestionFrom = Literal["request", "last_message", "llm", "history"]
 _TURN_CHARS = 600
 _MAX_QUESTION_CHARS = 400
+_ROLE = re.compile(r"^\s*(user|assistant|system)\s*:", re.IGNORECASE)
 _PREFIX = re.compile(r"^\s*(standalone question|question|rewritten question)\s*:\s*", re.IGNORECASE)
 _SYSTEM = (
     "Rewrite the user's last question so that it can be understood without the conversation: "
@@ -60,10 +61,17 @@ def history_question(user_turns: Sequence[str], *, turns: int = 3) -> str:
     return " ".join(_clip(t, _TURN_CHARS) for t in user_turns[-turns:])
 
 
-def _rewrite_usable(text: str, last: str) -> str | None:
-    """The LLM's rewrite cleaned up, or None when it is not one plausible question."""
+def _rewrite_usable(text: str, last: str, earlier: Sequence[str]) -> str | None:
+    """The LLM's rewrite cleaned up, or None when it is not one plausible question.
+
+    Small models often answer, or repeat an earlier message, instead of rewriting: a rewrite
+    must be one line that ends with a question mark, no longer than twice the question (or
+    400 characters), with no role prefix, and not a copy of an earlier message.
+    """
     text = _PREFIX.sub("", text.strip().strip('"').strip()).strip().strip('"')
-    if not text or "\n" in text or len(text) > max(_MAX_QUESTION_CHARS, 2 * len(last)):
+    if not text or "\n" in text or len(text) > max(_MAX_QUESTION_CHARS, 2 * len(last)) or not text.endswith("?"):
+        return None
+    if _ROLE.match(text) or text.casefold() in {e.strip().casefold() for e in earlier}:
         return None
     return text
 
@@ -92,8 +100,8 @@ async def standalone_question(
     except FedragError as exc:
         note = f"the LLM could not rewrite it ({exc.code})"
     else:
-        if rewritten := _rewrite_usable(reply.content, last):
+        if rewritten := _rewrite_usable(reply.content, last, [m.text() for m in history]):
             return Standalone(rewritten, "llm")
-        note = "the LLM's rewrite was not one question"
+        note = "the LLM's rewrite was not a standalone question"
     logger.info("conversation: %s; searching the recent user turns", note)
     return Standalone(history_question(users), "history", note)
