@@ -124,6 +124,7 @@ class Bench:
     sources: int
     passage_chars: int
     retrieval_order_share: float
+    citation_weight: float
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -220,6 +221,7 @@ def train_settings(bench: Bench, config: TrainConfig) -> TrainRunSettings:
             "sources": bench.sources,
             "passage_chars": bench.passage_chars,
             "retrieval_order_share": bench.retrieval_order_share,
+            "citation_weight": bench.citation_weight,
             "learning_rate": bench.learning_rate,
             "threads": 1,
         },
@@ -566,6 +568,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=defaults.retrieval_order_share,
         help="Share of training prompts whose sources keep the silo's retrieval order (the rest: answer at random).",
     )
+    parser.add_argument(
+        "--citation-weight",
+        type=float,
+        default=defaults.citation_weight,
+        help="Loss weight of the reply tokens that are the cited source's number.",
+    )
     parser.add_argument("--answer-limit", type=int, default=EVAL["answer_limit"], help="Answers evaluated per model.")
     args = parser.parse_args(argv)
     EVAL["answer_limit"] = args.answer_limit
@@ -582,6 +590,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sources=args.sources,
         passage_chars=args.passage_chars,
         retrieval_order_share=args.retrieval_order_share,
+        citation_weight=args.citation_weight,
     )
     wanted = None if args.only == "all" else {n.strip() for n in args.only.split(",") if n.strip()}
     unknown = (wanted or set()) - {c.name for c in CONFIGS}

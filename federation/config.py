@@ -404,6 +404,9 @@ class LocalTrainingSettings(_Section):
         description="Share of examples whose sources keep the silo's retrieval order; the rest put the answer"
         " at a random position.",
     )
+    citation_weight: float = Field(
+        1.0, gt=0, le=100, description="Loss weight of the reply tokens that are the cited source's number."
+    )
     qa_file: str | None = Field(
         None, description="QA pairs (JSONL) inside each silo directory; absent: questions from its documents."
     )

@@ -87,7 +87,9 @@ class LineProgress:
         elapsed = task.printed - task.started
         done = f"{task.completed:g}" + (f"/{task.total:g}" if task.total is not None else "")
         rate = task.completed / elapsed if elapsed > 0 else 0.0
-        self.console.print(f"{task.description}: {done} ({rate:.1f}/s, {elapsed:.0f} s)", highlight=False)
+        slow = 0 < rate < 1  # slow units (training rounds): seconds each reads better than 0.0/s
+        pace = f"{elapsed / task.completed:.0f} s each" if slow else f"{rate:.1f}/s"
+        self.console.print(f"{task.description}: {done} ({pace}, {elapsed:.0f} s)", highlight=False)
 
 
 def progress(console: Console, *columns: str | ProgressColumn, **options: Any) -> Progress | LineProgress:

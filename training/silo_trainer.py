@@ -252,6 +252,7 @@ class SiloTrainer:
             batch_size=settings.local.batch_size,
             max_steps=settings.local.max_steps,
             max_length=settings.local.max_length,
+            citation_weight=settings.local.citation_weight,
         )
         steps_before = 0
         if dp is not None:

@@ -89,3 +89,30 @@ def test_ffa_lora_sends_only_b_and_every_party_derives_the_same_frozen_a(silo: P
         a = state[name].detach().numpy()
         assert np.array_equal(a, ffa_lora_a(lora_module(name), a.shape, seed))
     assert not any(p.requires_grad for n, p in model.model.named_parameters() if "lora_A" in n)
+
+
+def test_the_citation_weight_falls_on_the_cited_numbers_of_the_reply_only(silo: Path) -> None:
+    from training.silo_trainer import load_silo_examples
+
+    allow_training(silo)
+    settings = _tiny("ffa-lora")
+    trainer = SiloTrainer(silo)
+    try:
+        model = trainer._model(settings, {}, 1)
+        examples = load_silo_examples(silo, settings, trainer.corpus).train[:2]
+        weighted = model.encode(examples, 768, citation_weight=5.0)
+        plain = model.encode(examples, 768)
+        for example, item in zip(examples, weighted, strict=True):
+            assert item.weights is not None
+            pairs = zip(item.input_ids, item.weights, strict=True)
+            heavy = [model.tokenizer.decode([t]).strip() for t, w in pairs if w == 5.0]
+            # "Source [n]" in the reasoning, "[n]" after the answer, and the citations list.
+            assert len(heavy) >= 3 and set(heavy) == {str(example.gold)}
+            assert all(
+                w == 0.0 for w, label in zip(item.weights, item.labels, strict=True) if label == -100
+            )  # not the prompt
+        assert all(item.weights is None for item in plain)
+        losses = model._per_example_loss(model.model, weighted), model._per_example_loss(model.model, plain)
+        assert not np.allclose(losses[0].detach().numpy(), losses[1].detach().numpy())
+    finally:
+        trainer.close()
