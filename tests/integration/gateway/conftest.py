@@ -105,9 +105,17 @@ async def _endless_llm_stream(request: Request) -> Response:
 PACED_LLM_S = 1.5
 
 
+PACED_STATE = {"in_flight": 0, "most": 0}
+
+
 async def _paced_llm(request: Request) -> Response:
-    """An LLM with one slot that takes PACED_LLM_S per structured answer (streamed or whole)."""
-    await asyncio.sleep(PACED_LLM_S)
+    """An LLM that takes PACED_LLM_S per structured answer (streamed or whole); records its most requests at once."""
+    PACED_STATE["in_flight"] += 1
+    PACED_STATE["most"] = max(PACED_STATE["most"], PACED_STATE["in_flight"])
+    try:
+        await asyncio.sleep(PACED_LLM_S)
+    finally:
+        PACED_STATE["in_flight"] -= 1
     content = json.dumps(
         {"reasoning": "Source [1] answers it.", "answer": "It is treated with medicines [1].", "citations": [1]}
     )

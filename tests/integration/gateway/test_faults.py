@@ -197,7 +197,9 @@ async def test_more_concurrent_answers_than_llm_slots_get_429_with_retry_after_n
     import httpx
 
     from gateway.app import create_app
-    from tests.integration.gateway.conftest import PACED_LLM_S, gateway_settings
+    from tests.integration.gateway.conftest import PACED_LLM_S, PACED_STATE, gateway_settings
+
+    PACED_STATE["most"] = 0
 
     settings, key = gateway_settings(federation, f"{bad_silo_url}/paced", llm_timeout_s=10)
     settings = settings.model_copy(
@@ -219,8 +221,10 @@ async def test_more_concurrent_answers_than_llm_slots_get_429_with_retry_after_n
         replies = await asyncio.gather(*(client.post("/v1/ask", json={"question": QUESTION}) for _ in range(6)))
         elapsed = asyncio.get_running_loop().time() - started
         statuses = sorted(r.status_code for r in replies)
-        # One answer generating, one queued behind it; the other four are refused at once.
-        assert statuses == [200, 200, 429, 429, 429, 429], [r.text for r in replies]
+        # One answer generating, one queued behind it, the rest refused at once (a request that
+        # arrives after a slot frees, on a loaded machine, is served: at least two are refused).
+        assert set(statuses) == {200, 429} and statuses.count(200) >= 2 and statuses.count(429) >= 2, statuses
+        assert PACED_STATE["most"] == 1  # the LLM never saw two generations at once
         refused = [r for r in replies if r.status_code == 429]
         assert all(r.json()["code"] == "overloaded" and int(r.headers["Retry-After"]) >= 1 for r in refused)
         assert elapsed < 2 * PACED_LLM_S + 5  # nobody waited past the queue's bound
