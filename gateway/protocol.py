@@ -206,6 +206,11 @@ class StreamOptions(BaseModel):
     include_usage: bool = Field(False, description="Send a last chunk with the token usage (and no choices).")
 
 
+def last_user_message(messages: list[ChatMessage]) -> str:
+    """The text of the last non-empty user message (the question of a chat)."""
+    return next(m.text() for m in reversed(messages) if m.role == "user" and m.text().strip())
+
+
 class ChatCompletionRequest(BaseModel):
     """``POST /v1/chat/completions`` (the OpenAI protocol; unknown sampling options are ignored)."""
 
@@ -240,7 +245,7 @@ class ChatCompletionRequest(BaseModel):
 
     def question(self) -> str:
         """The last user message: what retrieval searches for."""
-        return next(m.text() for m in reversed(self.messages) if m.role == "user" and m.text().strip())
+        return last_user_message(self.messages)
 
 
 class RetrieveRequest(BaseModel):
@@ -269,7 +274,7 @@ class RetrieveRequest(BaseModel):
         if self.question is not None:
             return self.question
         assert self.messages is not None
-        return next(m.text() for m in reversed(self.messages) if m.role == "user" and m.text().strip())
+        return last_user_message(self.messages)
 
 
 class RetrievedPassage(BaseModel):

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from federation.errors import ValidationFailed
 from federation.http import problem_schema
 from gateway.admission import Admission
-from gateway.api.deps import api_caller, cancel_on_disconnect, get_generations, get_metrics, get_pipeline
+from gateway.api.deps import (
+    api_caller,
+    cancel_on_disconnect,
+    check_question_length,
+    get_generations,
+    get_metrics,
+    get_pipeline,
+)
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 from gateway.protocol import AskRequest, AskResponse, Trace
@@ -57,8 +63,7 @@ async def ask(
     ``overloaded`` with ``Retry-After``.
     """
     pipeline = pipeline.for_model(body.model)
-    if len(body.question) > pipeline.settings.max_question_chars:
-        raise ValidationFailed(f"question is over {pipeline.settings.max_question_chars} characters", code="too_long")
+    check_question_length(pipeline, body.question)
     async with generations.slot():
         response = await cancel_on_disconnect(
             request, pipeline.answer(body.question, choices=body.choices, allow_llm_only=body.allow_llm_only)

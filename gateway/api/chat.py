@@ -20,11 +20,18 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from federation.errors import ClientError, FedragError, ValidationFailed
+from federation.errors import ClientError, FedragError
 from federation.http import problem_schema
 from gateway.admission import Admission
 from gateway.api.ask import record
-from gateway.api.deps import api_caller, cancel_on_disconnect, get_generations, get_metrics, get_pipeline
+from gateway.api.deps import (
+    api_caller,
+    cancel_on_disconnect,
+    check_question_length,
+    get_generations,
+    get_metrics,
+    get_pipeline,
+)
 from gateway.conversation import standalone_question
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
@@ -112,8 +119,7 @@ async def chat_completions(
     if unsupported := body.unsupported():
         raise ClientError(unsupported, code="unsupported_option")
     pipeline = pipeline.for_model(body.model)
-    if len(body.question()) > pipeline.settings.max_question_chars:
-        raise ValidationFailed(f"question is over {pipeline.settings.max_question_chars} characters", code="too_long")
+    check_question_length(pipeline, body.question())
     created = int(time.time())
     request_id = uuid.uuid4().hex[:16]
     max_tokens = body.max_completion_tokens or body.max_tokens

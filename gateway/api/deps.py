@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from fastapi import Request
 
-from federation.errors import FedragError
+from federation.errors import FedragError, ValidationFailed
 from federation.http import started_state
 from gateway.admission import Admission
 from gateway.apikeys import ApiKeyStore, RateLimiter
@@ -65,3 +65,10 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[_T], *, poll_s:
     finally:
         if not task.done():
             task.cancel()
+
+
+def check_question_length(pipeline: Pipeline, question: str) -> None:
+    """422 ``too_long`` for a question over the gateway's ``max_question_chars``."""
+    limit = pipeline.settings.max_question_chars
+    if len(question) > limit:
+        raise ValidationFailed(f"question is over {limit} characters", code="too_long")

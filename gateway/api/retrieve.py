@@ -11,13 +11,13 @@ from contextlib import AsyncExitStack
 
 from fastapi import APIRouter, Depends, Request
 
-from federation.errors import ValidationFailed
 from federation.http import problem_schema
 from gateway.admission import Admission
 from gateway.api.ask import record_retrieval
 from gateway.api.deps import (
     api_caller,
     cancel_on_disconnect,
+    check_question_length,
     get_generations,
     get_metrics,
     get_pipeline,
@@ -47,8 +47,7 @@ async def retrieve(
     At most ``admission.retrievals`` run at once (429 ``overloaded`` with ``Retry-After`` beyond the
     queue); condensing a follow-up with the LLM also takes one of the LLM's slots.
     """
-    if len(body.last_question()) > pipeline.settings.max_question_chars:
-        raise ValidationFailed(f"question is over {pipeline.settings.max_question_chars} characters", code="too_long")
+    check_question_length(pipeline, body.last_question())
     asked = Standalone(body.last_question(), "request")
     async with retrievals.slot():
         if body.messages is not None:
