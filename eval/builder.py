@@ -32,6 +32,7 @@ from federation.config import DPSettings, SiloSettings, load_silo_settings, writ
 from federation.encoder import Encoder
 from federation.identity import PRIVATE_KEY_FILE, Identity
 from federation.membership import EmbeddingSpec, GatewayEntry, Membership, SiloEntry, load_membership, save_membership
+from federation.protocol import SearchMode
 from federation.services import free_port
 from silo_node.ingest.readers import SourceDocument
 from silo_node.service import SiloService
@@ -172,10 +173,11 @@ def build_federation(
     return BuiltFederation(root, silo_docs)
 
 
-def _policy_env(dp: DPSettings | None) -> dict[str, str]:
-    if dp is None:
-        return {}
-    return {f"FEDRAG_SILO_POLICY__DP__{key.upper()}": json.dumps(value) for key, value in dp.model_dump().items()}
+def _silo_env(dp: DPSettings | None, search: SearchMode) -> dict[str, str]:
+    env: dict[str, str] = {"FEDRAG_SILO_SEARCH__MODE": search}
+    if dp is not None:
+        env |= {f"FEDRAG_SILO_POLICY__DP__{key.upper()}": json.dumps(value) for key, value in dp.model_dump().items()}
+    return env
 
 
 @contextlib.asynccontextmanager
@@ -185,6 +187,7 @@ async def serve_silos(
     mode: ServeMode = "inprocess",
     dp: DPSettings | None = None,
     encoder: Encoder | None = None,
+    search: SearchMode = "dense",
 ) -> AsyncIterator[tuple[Membership, dict[str, httpx.AsyncBaseTransport]]]:
     """Serve every silo; yield the membership (with reachable URLs) and per-silo transports.
 
@@ -192,12 +195,13 @@ async def serve_silos(
         federation: what :func:`build_federation` built.
         mode: ``inprocess`` (app factory + ASGI transport) or ``process`` (``fedrag silo serve``).
         dp: the release policy's differential privacy for this configuration (None: as built, off).
+        search: how every silo ranks (its ``search.mode``).
         encoder: shared with in-process silos so the model is loaded once.
     """
     membership = federation.membership()
     if mode == "process":
         with contextlib.ExitStack() as stack:
-            urls = dict(stack.enter_context(_silo_processes(federation, membership, dp)))
+            urls = dict(stack.enter_context(_silo_processes(federation, membership, _silo_env(dp, search))))
             served = membership
             for entry in membership.silos:
                 served = served.with_silo(entry.model_copy(update={"url": urls[entry.name]}))
@@ -212,6 +216,7 @@ async def serve_silos(
             settings = load_silo_settings(silo_dir)
             if dp is not None:
                 settings.policy.dp = dp
+            settings.search.mode = search
             app = create_app(silo_dir, settings, encoder=encoder)
             await stack.enter_async_context(app.router.lifespan_context(app))
             transports[entry.name] = httpx.ASGITransport(app=app)
@@ -220,11 +225,10 @@ async def serve_silos(
 
 @contextlib.contextmanager
 def _silo_processes(
-    federation: BuiltFederation, membership: Membership, dp: DPSettings | None
+    federation: BuiltFederation, membership: Membership, env: dict[str, str]
 ) -> Iterator[Iterator[tuple[str, str]]]:
     from silo_node.demo import running_silo
 
-    env = _policy_env(dp)
     with contextlib.ExitStack() as stack:
         urls = [
             (entry.name, stack.enter_context(running_silo(federation.silo_dir(entry.name), free_port(), env=env)))

@@ -7,6 +7,8 @@
 - ``fed-dp-eps<e>``: every silo asked, each releasing its top-k by the release policy's
   differentially private selection at epsilon ``e`` per search.
 - ``fed-merge-<merger>``: every silo asked, merged by ``rrf`` or ``calibrated``.
+- ``fed-lexical`` / ``fed-hybrid``: every silo asked, each ranking by BM25 alone or by BM25
+  and embeddings fused (the silos' ``search.mode``; ``fed-all`` is dense).
 - ``<federated config>@topical`` / ``@iid``: the same on the other partitions (the routing
   study: routers are for non-IID silos).
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from eval.partition import PARTITIONS, PartitionName
+from federation.protocol import SearchMode
 
 __all__ = ["DEFAULT_LLM_CONFIGS", "EvalConfig", "select_configs", "standard_configs"]
 
@@ -26,6 +29,7 @@ ConfigKind = Literal["no-rag", "central", "federated"]
 ROUTERS = ("centroid", "learned")
 MERGERS = ("rrf", "calibrated")
 DP_EPSILONS = (1.0, 8.0)
+SEARCH_MODES: tuple[SearchMode, ...] = ("lexical", "hybrid")
 DEFAULT_LLM_CONFIGS = "no-rag,central,fed-all,fed-routed-learned"
 
 
@@ -40,6 +44,7 @@ class EvalConfig:
         router: the gateway's routing strategy.
         merger: the gateway's merger.
         dp_epsilon: the silos' DP epsilon per search (None: DP off).
+        search: how each silo ranks (``dense``, ``lexical`` or ``hybrid``).
     """
 
     name: str
@@ -48,6 +53,7 @@ class EvalConfig:
     router: Literal["all", "centroid", "learned"] = "all"
     merger: Literal["score", "rrf", "calibrated"] = "score"
     dp_epsilon: float | None = None
+    search: SearchMode = "dense"
 
     @property
     def retrieves(self) -> bool:
@@ -64,6 +70,8 @@ class EvalConfig:
         text = f"{self.partition} partition, {routed}, {self.merger} merger"
         if self.dp_epsilon is not None:
             text += f", DP top-k at epsilon {self.dp_epsilon:g} per search"
+        if self.search != "dense":
+            text += ", silos rank by BM25" if self.search == "lexical" else ", silos rank by BM25 and embeddings fused"
         return text
 
 
@@ -81,6 +89,7 @@ def _federated(partition: PartitionName) -> list[EvalConfig]:
         EvalConfig(f"fed-merge-{merger}", "federated", partition, merger=merger)  # type: ignore[arg-type]
         for merger in MERGERS
     ]
+    configs += [EvalConfig(f"fed-{mode}", "federated", partition, search=mode) for mode in SEARCH_MODES]
     return configs
 
 

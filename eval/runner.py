@@ -280,7 +280,9 @@ class SuiteRun:
         cfg = settings.retrieval
         run = ExecutorRun()
         order = shuffled_sources(self.options.seed) if self.options.source_order == "shuffled" else None
-        async with serve_silos(federation, mode=self.options.serve_mode, dp=dp, encoder=self.encoder) as (
+        async with serve_silos(
+            federation, mode=self.options.serve_mode, dp=dp, encoder=self.encoder, search=config.search
+        ) as (
             membership,
             transports,
         ):

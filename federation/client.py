@@ -54,10 +54,14 @@ class EncodedSearch:
     k: int
 
     @classmethod
-    def build(cls, vector: np.ndarray, k: int, fingerprint: str, *, request_id: str | None = None) -> EncodedSearch:
+    def build(
+        cls, vector: np.ndarray, k: int, fingerprint: str, *, request_id: str | None = None, text: str | None = None
+    ) -> EncodedSearch:
         """Validate and encode one search request (raises ``pydantic.ValidationError`` when invalid)."""
-        request = SearchRequest(vector=Matrix.from_numpy(vector), k=k, fingerprint=fingerprint, request_id=request_id)
-        body = request.model_dump_json().encode()
+        request = SearchRequest(
+            vector=Matrix.from_numpy(vector), k=k, fingerprint=fingerprint, request_id=request_id, text=text
+        )
+        body = request.model_dump_json(exclude_none=True).encode()
         return cls(body=body, digest=content_digest(body), k=k)
 
 
@@ -131,16 +135,17 @@ class SiloClient:
         return self._audience
 
     async def search(
-        self, vector: np.ndarray, k: int, fingerprint: str, *, request_id: str | None = None
+        self, vector: np.ndarray, k: int, fingerprint: str, *, request_id: str | None = None, text: str | None = None
     ) -> SearchResponse:
-        """Search the silo with one query vector."""
-        return (await self.search_exchange(vector, k, fingerprint, request_id=request_id)).response
+        """Search the silo with one query vector (and the question's text, for a lexical or hybrid silo)."""
+        return (await self.search_exchange(vector, k, fingerprint, request_id=request_id, text=text)).response
 
     async def search_exchange(
-        self, vector: np.ndarray, k: int, fingerprint: str, *, request_id: str | None = None
+        self, vector: np.ndarray, k: int, fingerprint: str, *, request_id: str | None = None, text: str | None = None
     ) -> SearchExchange:
         """Search, and report the bytes sent and received (for traces and cost accounting)."""
-        return await self.search_encoded(EncodedSearch.build(vector, k, fingerprint, request_id=request_id))
+        search = EncodedSearch.build(vector, k, fingerprint, request_id=request_id, text=text)
+        return await self.search_encoded(search)
 
     async def search_encoded(self, search: EncodedSearch) -> SearchExchange:
         """Send a search encoded by :meth:`EncodedSearch.build`, signed for this silo."""

@@ -46,6 +46,23 @@ class IndexSettings(_Section):
     )
 
 
+class SearchSettings(_Section):
+    """How a silo ranks its passages for a question: dense, lexical (BM25) or both fused."""
+
+    mode: Literal["dense", "lexical", "hybrid"] = Field(
+        "dense",
+        description=(
+            "dense: the query embedding alone; lexical: SQLite FTS5 BM25 over the question's words; "
+            "hybrid: both, fused by reciprocal rank. lexical and hybrid need the question's text, which "
+            "gateways then send to this silo (its card says so); a search without it is dense."
+        ),
+    )
+    rrf_k: int = Field(60, ge=1, le=10_000, description="Hybrid: the k of reciprocal rank fusion, 1/(k + rank).")
+    candidates: int = Field(
+        50, ge=1, le=1000, description="Lexical and hybrid: hits each ranking contributes before fusion."
+    )
+
+
 class ChunkingSettings(_Section):
     """How documents are split into passages."""
 
@@ -132,6 +149,7 @@ class SiloSettings(BaseSettings):
     replay_cache_size: int = Field(100_000, ge=100, description="Nonces remembered against replay.")
     worker_threads: int = Field(2, ge=1, le=64, description="Threads for index, encoder and store work.")
     index: IndexSettings = Field(default_factory=IndexSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     policy: ReleasePolicySettings = Field(default_factory=ReleasePolicySettings)
     card: CardSettings = Field(default_factory=CardSettings)
@@ -305,6 +323,11 @@ class RetrievalSettings(_Section):
     dedup_threshold: float = Field(0.85, gt=0, le=1, description="Jaccard similarity at which passages are duplicates.")
     deadline_s: float = Field(3.0, gt=0, le=120, description="Per-question deadline for all silo searches.")
     show_silo_names: bool = Field(True, description="Show silo names in citations (false: per-answer pseudonyms).")
+    send_question_text: bool = Field(
+        True,
+        description="Send the question's text to silos whose card says they search lexically or hybrid "
+        "(false: silos receive the embedding only and search dense).",
+    )
     card_refresh_s: float = Field(300.0, gt=0, description="How often silo cards are fetched again.")
     breaker_failures: int = Field(3, ge=1, description="Consecutive failures that open a silo's circuit breaker.")
     breaker_open_s: float = Field(30.0, gt=0, description="How long an open breaker skips its silo.")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from federation.membership import EmbeddingSpec
 
@@ -19,6 +19,24 @@ PROTOCOL_VERSION = "v1"
 MAX_DIMENSION = 8192
 MAX_K = 1000
 MAX_ROWS = 4096
+MAX_QUERY_TEXT_CHARS = 4000
+SearchMode = Literal["dense", "lexical", "hybrid"]
+
+
+def _clean_text(value: str) -> str:
+    """Refuse text that is not valid Unicode (a lone UTF-16 surrogate, as JavaScript can send) or holds NUL."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (it holds a lone UTF-16 surrogate)") from None
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+CleanText = Annotated[str, AfterValidator(_clean_text)]
+"""A text field of a request: valid Unicode without NUL (every text field of a request is one)."""
 
 
 class _Request(BaseModel):
@@ -76,6 +94,13 @@ class SearchRequest(_Request):
     request_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Caller's id for the audit log."
     )
+    text: CleanText | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_QUERY_TEXT_CHARS,
+        description="The question's text, for a silo that also searches lexically (its card's search mode is "
+        "lexical or hybrid); gateways send it to those silos only. Never logged or audited.",
+    )
 
     @model_validator(mode="after")
     def _one_row(self) -> SearchRequest:
@@ -91,7 +116,11 @@ class SearchHit(_Reply):
     doc_id: str = Field(max_length=1024)
     title: str = Field("", max_length=2000)
     text: str | None = Field(None, description="Passage text after redaction; absent when the silo releases ids only.")
-    score: float = Field(description="Inner product of normalised embeddings, in [-1, 1] (noised under DP).")
+    score: float = Field(
+        description="Inner product of normalised embeddings, in [-1, 1] (noised under DP). A lexical or hybrid "
+        "search keeps its own order and gives the hit at each rank the rank's inner product among the hits "
+        "(the best inner product to the first, and so on), so scores stay comparable across silos."
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -105,6 +134,7 @@ class SearchResponse(_Reply):
     epsilon_spent: float = Field(0.0, ge=0, description="Differential-privacy budget this request used.")
     redactions: int = Field(0, ge=0, description="PII matches redacted from the released text.")
     took_ms: float = Field(0.0, ge=0)
+    search: SearchMode = Field("dense", description="How this search ranked (dense when no question text came).")
 
 
 class PolicySummary(_Reply):
@@ -126,6 +156,7 @@ class SiloCard(_Reply):
     embedding: EmbeddingSpec
     centroids: Matrix = Field(description="k-means centroids of the silo's embeddings (possibly noised).")
     policy: PolicySummary
+    search: SearchMode = Field("dense", description="How the silo ranks: lexical and hybrid use the question's text.")
     protocol: str = PROTOCOL_VERSION
 
 

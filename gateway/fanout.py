@@ -23,7 +23,7 @@ from federation.client import EncodedSearch, SiloClient
 from federation.config import RetrievalSettings
 from federation.errors import FedragError, Unavailable, UpstreamError, UpstreamTimeout
 from federation.membership import Membership
-from federation.protocol import SiloCard
+from federation.protocol import MAX_QUERY_TEXT_CHARS, SiloCard
 from federation.signing import RequestSigner
 
 logger = logging.getLogger(__name__)
@@ -181,14 +181,31 @@ class SiloPool:
         state.card_failed_at = None
 
     async def search(
-        self, silos: Sequence[str], vector: np.ndarray, k: int, *, request_id: str | None = None
+        self,
+        silos: Sequence[str],
+        vector: np.ndarray,
+        k: int,
+        *,
+        request_id: str | None = None,
+        text: str | None = None,
     ) -> list[SiloOutcome]:
-        """Ask ``silos`` concurrently; return one outcome per silo, all within the deadline."""
+        """Ask ``silos`` concurrently; return one outcome per silo, all within the deadline.
+
+        ``text`` (the question) goes only to silos whose card says they search with it.
+        """
         if not silos:
             return []
-        # One body for every silo (signed per silo): encoded, validated and hashed once per question.
-        search = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id)
-        tasks = {name: asyncio.create_task(self._search_one(name, search)) for name in silos}
+        # One body per kind of silo (signed per silo): encoded, validated and hashed once per question.
+        dense = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id)
+        wants_text = {name for name in silos if self._searches_text(name)}
+        lexical = dense
+        if text and wants_text:  # joined conversation turns end with the question: keep the end
+            clipped = text[-MAX_QUERY_TEXT_CHARS:]
+            lexical = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id, text=clipped)
+        tasks = {
+            name: asyncio.create_task(self._search_one(name, lexical if name in wants_text else dense))
+            for name in silos
+        }
         started = time.perf_counter()
         done, pending = await asyncio.wait(tasks.values(), timeout=self._settings.deadline_s)
         for task in pending:
@@ -204,6 +221,10 @@ class SiloPool:
                 self._note(name, outcome)
                 outcomes.append(outcome)
         return outcomes
+
+    def _searches_text(self, name: str) -> bool:
+        card = self._silos[name].card
+        return self._settings.send_question_text and card is not None and card.search != "dense"
 
     async def _search_one(self, name: str, search: EncodedSearch) -> SiloOutcome:
         state = self._silos[name]
@@ -267,6 +288,7 @@ class SiloPool:
                     "chunk_count": state.card.chunk_count,
                     "centroids": state.card.centroids.rows,
                     "dp_enabled": state.card.policy.dp_enabled,
+                    "search": state.card.search,
                 },
                 "card_error": state.card_error,
             }

@@ -253,7 +253,7 @@ class Pipeline:
         k = k or cfg.k
         selected = retrieval.plan.selected
         k_each = max(cfg.k_per_silo, math.ceil(k / len(selected))) if selected else cfg.k_per_silo
-        retrieval.outcomes = await self.pool.search(selected, query, k_each, request_id=request_id)
+        retrieval.outcomes = await self.pool.search(selected, query, k_each, request_id=request_id, text=question)
         timings["search"] = _ms(t)
 
         t = time.perf_counter()

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from federation.protocol import CleanText
 
 MAX_CHOICES = 10
 MAX_MODEL_NAME_CHARS = 256
 MAX_MESSAGE_CHARS = 100_000
 MAX_CONTENT_PARTS = 64
-
-
-def _clean_text(value: str) -> str:
-    """Refuse text that is not valid Unicode (a lone UTF-16 surrogate, as JavaScript can send) or holds NUL."""
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid Unicode text (it holds a lone UTF-16 surrogate)") from None
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-CleanText = Annotated[str, AfterValidator(_clean_text)]
-"""A text field of a request: valid Unicode without NUL (every text field of the gateway's API is one)."""
 
 
 class SiloTrace(BaseModel):

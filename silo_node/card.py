@@ -11,7 +11,7 @@ import numpy as np
 
 from federation.config import CardSettings, ReleasePolicySettings
 from federation.membership import EmbeddingSpec
-from federation.protocol import Matrix, PolicySummary, SiloCard
+from federation.protocol import Matrix, PolicySummary, SearchMode, SiloCard
 
 _KMEANS_ITERATIONS = 25
 _KMEANS_RESTARTS = 4
@@ -77,6 +77,7 @@ def build_card(
     vectors: np.ndarray,
     policy: ReleasePolicySettings,
     settings: CardSettings,
+    search: SearchMode = "dense",
 ) -> SiloCard:
     """Compute the card from a sample of the silo's vectors."""
     rng = np.random.default_rng(settings.seed + 1)
@@ -102,4 +103,5 @@ def build_card(
             dp_enabled=policy.dp.enabled,
             epsilon_per_query=policy.dp.epsilon_per_query if policy.dp.enabled else None,
         ),
+        search=search,
     )

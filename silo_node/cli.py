@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from federation.config import IndexSettings, SiloSettings, load_silo_settings, write_silo_settings
+from federation.config import IndexSettings, SearchSettings, SiloSettings, load_silo_settings, write_silo_settings
 from federation.errors import ConfigError
 from federation.identity import Identity
 from federation.membership import load_membership
@@ -47,6 +47,13 @@ def init(
     name: Annotated[str, typer.Option(help="Silo name, as listed in the membership file.")],
     description: Annotated[str, typer.Option(help="What the silo holds (published on its card).")] = "",
     backend: Annotated[str, typer.Option(help="Index backend: faiss, hnswlib or exact.")] = "faiss",
+    search: Annotated[
+        str,
+        typer.Option(
+            help="How questions are ranked: dense (embeddings), lexical (BM25 over the words) or hybrid "
+            "(both, fused); lexical and hybrid receive the question's text from gateways."
+        ),
+    ] = "dense",
 ) -> None:
     """Create a silo directory: writes silo.toml and a fresh operator token (printed once, saved 0600)."""
     if (directory / "silo.toml").exists():
@@ -65,6 +72,7 @@ def init(
         key_file=_relative(key, directory),
         operator_token_sha256=hashlib.sha256(token.encode()).hexdigest(),
         index=IndexSettings(backend=backend),
+        search=SearchSettings(mode=search),
     )
     write_silo_settings(directory, settings)
     fd = os.open(directory / OPERATOR_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -352,14 +360,18 @@ def search(
             url, silo, RequestSigner(Identity.load(key)), timeout=timeout, verify=str(ca) if ca else True
         )
         async with client:
-            return await client.search(vector, k, membership.embedding.fingerprint)
+            return await client.search(vector, k, membership.embedding.fingerprint, text=text)
 
     reply = asyncio.run(run())
     if as_json:
         typer.echo(reply.model_dump_json(indent=2))
         return
     table = Table(
-        "#", "score", "doc", "passage", title=f"{reply.silo}: {len(reply.hits)} passages in {reply.took_ms:.1f} ms"
+        "#",
+        "score",
+        "doc",
+        "passage",
+        title=f"{reply.silo}: {len(reply.hits)} passages in {reply.took_ms:.1f} ms ({reply.search} search)",
     )
     for rank, hit in enumerate(reply.hits, 1):
         passage = (hit.text or "(text withheld by policy)").replace("\n", " ")

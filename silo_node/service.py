@@ -23,7 +23,7 @@ from federation.encoder import Encoder, SentenceTransformerEncoder
 from federation.errors import ConfigError, Conflict, NotFound, ValidationFailed
 from federation.identity import Identity
 from federation.membership import Membership, load_membership
-from federation.protocol import SearchHit, SearchRequest, SearchResponse, SiloCard
+from federation.protocol import SearchHit, SearchMode, SearchRequest, SearchResponse, SiloCard
 from federation.signing import ReplayCache, RequestVerifier
 from silo_node.card import build_card
 from silo_node.index import set_search_threads
@@ -31,6 +31,7 @@ from silo_node.indexer import Indexer, IngestReport
 from silo_node.ingest import IngestProblem, SourceDocument
 from silo_node.live_index import LiveIndex
 from silo_node.policy import AuditLog, Candidate, ReleasePolicy
+from silo_node.ranking import fuse_ranks, rank_scores
 from silo_node.store import DocumentInfo, SiloStore
 
 logger = logging.getLogger(__name__)
@@ -155,8 +156,7 @@ class SiloService:
             raise ValidationFailed("vector must not be all zeros", code="zero_vector")
         self.policy.check_budget(client_id, requested_k=request.k, request_id=request.request_id or "")
         wanted = self.policy.candidates_needed(request.k)
-        scores, ids = self.index.search(query / norm, wanted)
-        found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        found, mode = self._rank(query / norm, request.text, wanted)
         chunks = self.store.chunks([i for _, i in found])
         candidates = [
             Candidate(
@@ -190,7 +190,25 @@ class SiloService:
             epsilon_spent=release.epsilon_spent,
             redactions=release.redactions,
             took_ms=(time.perf_counter() - started) * 1000,
+            search=mode,
         )
+
+    def _rank(self, query: np.ndarray, text: str | None, wanted: int) -> tuple[list[tuple[float, int]], SearchMode]:
+        """The best ``wanted`` (score, chunk id) for a normalised query, and how they were ranked."""
+        search = self.settings.search
+        if search.mode == "dense" or not text:
+            scores, ids = self.index.search(query, wanted)
+            return [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0], "dense"
+        pool = max(wanted, search.candidates)
+        lexical = [chunk_id for chunk_id, _ in self.store.lexical_search(text, pool)]
+        if search.mode == "lexical":
+            order = lexical
+        else:
+            _, ids = self.index.search(query, pool)
+            order = fuse_ranks([[int(i) for i in ids[0] if i >= 0], lexical], search.rrf_k)
+        order = order[:wanted]
+        found_ids, vectors = self.store.embeddings(order)
+        return rank_scores(order, found_ids, vectors, query), search.mode
 
     # operator -----------------------------------------------------------------------
     def ingest(
@@ -204,6 +222,8 @@ class SiloService:
         report = Indexer(self.store, self.encoder, self.settings.chunking).ingest(
             items, on_chunks=on_chunks, on_ack=on_ack
         )
+        if report.updated:
+            self.store.purge_removed()  # the replaced versions' text and terms leave the disk
         if report.documents:
             self.save_index()
             self.card()  # the next card request finds it ready
@@ -236,6 +256,7 @@ class SiloService:
                 vectors=vectors,
                 policy=self.settings.policy,
                 settings=self.settings.card,
+                search=self.settings.search.mode,
             )
             self._card = (seq, card)
         return self._card[1]
@@ -255,4 +276,5 @@ class SiloService:
             "store_bytes": self.store.path.stat().st_size,
             "index_bytes": index_path.stat().st_size if index_path.exists() else 0,
             "dp_enabled": self.settings.policy.dp.enabled,
+            "search": self.settings.search.mode,
         }

@@ -6,11 +6,18 @@ change itself, so an index snapshot that records the last sequence number it ref
 always be brought up to date (or rebuilt) after a crash. Chunk ids come from
 ``AUTOINCREMENT`` and are never reused. Deleted rows are overwritten on disk
 (``secure_delete``), so a deleted document's text does not linger in free pages.
+
+Beside the chunks, a contentless FTS5 table indexes each chunk's title and text for BM25
+search (``lexical_search``), written in the same transactions. It keeps no copy of the
+text; a removed chunk's terms are deleted from it at once, and :meth:`SiloStore.purge_removed`
+(run after a deletion, and after an ingestion that replaced documents) merges the index's
+segments and checkpoints the write-ahead log, so neither keeps them on disk.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -48,6 +55,14 @@ CREATE TABLE IF NOT EXISTS changes (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Contentless (no second copy of the text); porter stemming over unicode61 words, so
+# "treated" matches "treatment" and identifiers split at punctuation ("os.path" -> os, path).
+_LEXICAL_SCHEMA = (
+    "CREATE VIRTUAL TABLE lexical USING fts5(title, text, content='', tokenize='porter unicode61 remove_diacritics 2')"
+)
+_LEXICAL_VERSION = "1"
+_QUERY_WORD_RE = re.compile(r"\w+")
+MAX_QUERY_WORDS = 64
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,29 @@ class SiloStore:
             self._set_meta("dimension", str(dimension))
         elif int(stored) != dimension:
             raise ConfigError(f"{self._path} holds {stored}-dimensional embeddings, not {dimension}")
+        self._ensure_lexical_index()
+
+    def _ensure_lexical_index(self) -> None:
+        """Create the lexical index, filled from the chunks (stores written before it existed)."""
+        if self._get_meta("lexical_version") == _LEXICAL_VERSION:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._get_meta("lexical_version") == _LEXICAL_VERSION:  # another process built it meanwhile
+                    self._db.execute("ROLLBACK")
+                    return
+                self._db.execute("DROP TABLE IF EXISTS lexical")
+                self._db.execute(_LEXICAL_SCHEMA)
+                self._db.execute(
+                    "INSERT INTO lexical(rowid, title, text) SELECT c.chunk_id, d.title, c.text "
+                    "FROM chunks c JOIN documents d ON d.doc_id = c.doc_id"
+                )
+                self._set_meta("lexical_version", _LEXICAL_VERSION)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     @property
     def path(self) -> Path:
@@ -174,6 +212,10 @@ class SiloStore:
                             (doc.doc_id, ord_, text, vector.tobytes()),
                         )
                         ids.append(int(cur.lastrowid or 0))
+                    self._db.executemany(
+                        "INSERT INTO lexical(rowid, title, text) VALUES (?, ?, ?)",
+                        [(cid, doc.title, text) for cid, text in zip(ids, doc.chunks, strict=True)],
+                    )
                     self._db.executemany("INSERT INTO changes(chunk_id, op) VALUES (?, 'add')", [(i,) for i in ids])
                     all_ids.append(ids)
                 self._db.execute("COMMIT")
@@ -183,10 +225,41 @@ class SiloStore:
         return all_ids
 
     def _delete_chunks(self, doc_id: str) -> int:
-        rows = self._db.execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc_id,)).fetchall()
-        self._db.executemany("INSERT INTO changes(chunk_id, op) VALUES (?, 'del')", rows)
+        """Remove a document's chunks (inside the caller's transaction), from the lexical index too."""
+        rows = self._db.execute(
+            "SELECT c.chunk_id, d.title, c.text FROM chunks c JOIN documents d ON d.doc_id = c.doc_id "
+            "WHERE c.doc_id = ?",
+            (doc_id,),
+        ).fetchall()
+        # A contentless FTS5 row is deleted by giving back exactly the values it was indexed with.
+        self._db.executemany("INSERT INTO lexical(lexical, rowid, title, text) VALUES ('delete', ?, ?, ?)", rows)
+        self._db.executemany("INSERT INTO changes(chunk_id, op) VALUES (?, 'del')", [(r[0],) for r in rows])
         self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
         return len(rows)
+
+    def purge_removed(self) -> None:
+        """Make removed chunks leave the disk now.
+
+        Run after a deletion, or an ingestion that replaced documents: merges the lexical index's
+        segments, dropping removed terms (seconds for 100k chunks), and checkpoints the
+        write-ahead log, dropping old page images.
+        """
+        with self._lock:
+            self._db.execute("INSERT INTO lexical(lexical) VALUES ('optimize')")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def lexical_search(self, text: str, limit: int) -> list[tuple[int, float]]:
+        """Chunk ids matching any word of ``text``, best BM25 first: (chunk id, BM25 score, higher better)."""
+        words = list(dict.fromkeys(w.casefold() for w in _QUERY_WORD_RE.findall(text)))[:MAX_QUERY_WORDS]
+        if not words or limit < 1:
+            return []
+        # Each word is a quoted FTS5 string, so no word is read as query syntax (AND, NEAR, column:).
+        query = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT rowid, bm25(lexical) FROM lexical WHERE lexical MATCH ? ORDER BY rank LIMIT ?", (query, limit)
+            ).fetchall()
+        return [(int(r[0]), -float(r[1])) for r in rows]
 
     def delete_document(self, doc_id: str) -> int | None:
         """Delete a document and its chunks durably; return the chunk count, None if unknown."""
@@ -203,6 +276,7 @@ class SiloStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        self.purge_removed()
         return removed
 
     def last_seq(self) -> int:

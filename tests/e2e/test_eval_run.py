@@ -32,7 +32,7 @@ BASE = [
     "--silos",
     "3",
     "--configs",
-    "no-rag,central,fed-all,fed-routed-centroid,fed-routed-learned,fed-dp-eps1,fed-merge-rrf,fed-all@topical",
+    "no-rag,central,fed-all,fed-routed-centroid,fed-routed-learned,fed-dp-eps1,fed-merge-rrf,fed-hybrid,fed-all@topical",
     "--llm-configs",
     "no-rag,fed-all",
     "--mc-max-tokens",
@@ -102,7 +102,15 @@ def test_eval_run_reports_every_configuration_and_resumes(tmp_path: Path) -> Non
     for suite in ("medical", "code"):
         assert f"## Suite `{suite}`" in report
         configs = results["suites"][suite]
-        for name in ("central", "fed-all", "fed-routed-centroid", "fed-routed-learned", "fed-dp-eps1", "fed-merge-rrf"):
+        for name in (
+            "central",
+            "fed-all",
+            "fed-routed-centroid",
+            "fed-routed-learned",
+            "fed-dp-eps1",
+            "fed-merge-rrf",
+            "fed-hybrid",
+        ):
             retrieval = configs[name]["retrieval"]
             assert retrieval["questions"] > 0
             assert (

@@ -23,6 +23,7 @@ from federation.config import (
     GroundingSettings,
     LLMEndpointSettings,
     RetrievalSettings,
+    load_silo_settings,
 )
 from federation.identity import Identity
 from federation.membership import SiloEntry, save_membership
@@ -201,11 +202,24 @@ def gateway_settings(
 
 
 @pytest.fixture
-async def silo_transports(federation: Federation, encoder) -> AsyncIterator[dict[str, httpx.ASGITransport]]:
+def alpha_search_mode() -> str:
+    """How silo alpha ranks (its silo.toml's ``search.mode``); a test module overrides it."""
+    return "dense"
+
+
+@pytest.fixture
+async def silo_transports(
+    federation: Federation, encoder, alpha_search_mode: str
+) -> AsyncIterator[dict[str, httpx.ASGITransport]]:
     """The real silo apps alpha (sample data) and beta (empty), running in process."""
     from silo_node.app import create_app
 
-    apps = {name: create_app(federation.silo_dir(name), encoder=encoder) for name in ("alpha", "beta")}
+    alpha = load_silo_settings(federation.silo_dir("alpha"))
+    alpha.search.mode = alpha_search_mode  # type: ignore[assignment]
+    apps = {
+        "alpha": create_app(federation.silo_dir("alpha"), alpha, encoder=encoder),
+        "beta": create_app(federation.silo_dir("beta"), encoder=encoder),
+    }
     async with (
         apps["alpha"].router.lifespan_context(apps["alpha"]),
         apps["beta"].router.lifespan_context(apps["beta"]),

@@ -88,6 +88,8 @@ def test_every_config_describes_itself() -> None:
     assert "exact" in descriptions["central"]
     assert "epsilon 1" in descriptions["fed-dp-eps1"]
     assert "learned router" in descriptions["fed-routed-learned@topical"]
+    assert "BM25" in descriptions["fed-lexical"] and "fused" in descriptions["fed-hybrid"]
+    assert "BM25" not in descriptions["fed-all"]
 
 
 # the per-question log ---------------------------------------------------------------
