@@ -414,6 +414,8 @@ class SuiteRun:
         todo = self.pending(config)
         if not todo:
             return
+        if config.retrieves:
+            self.federation(config)  # built (its own progress step) before the steps that count questions
         if config.router == "learned" and config.kind == "federated":
             await self.train_router(config.partition)
         self.progress.start(f"{self.name}: {config.name}", len(todo))

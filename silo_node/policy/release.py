@@ -4,6 +4,10 @@ For each search the policy caps ``k`` at ``max_k``, drops passages below ``min_s
 optionally selects and scores them with differential privacy (charging the client's
 epsilon budget first), withholds or redacts text, and writes one audit record whether
 anything was released or the request was refused.
+
+Redaction is the costly step (regular expressions over every released string), and a
+chunk's text, title and metadata never change under its id (a re-ingested document gets new
+chunk ids), so each chunk's redacted form is kept in a bounded cache.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -28,6 +33,8 @@ from silo_node.policy.redaction import Redactor
 __all__ = ["Candidate", "Release", "ReleasePolicy", "ReleasedHit"]
 
 logger = logging.getLogger(__name__)
+
+REDACTED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,8 @@ class ReleasePolicy:
         self._rng = rng if rng is not None else np.random.default_rng()
         self._rng_lock = threading.Lock()
         self._redactor = Redactor(settings.redaction_patterns)
+        self._redacted: OrderedDict[int, tuple[str, str | None, dict[str, Any], int]] = OrderedDict()
+        self._redacted_lock = threading.Lock()
         if settings.redaction_patterns and not settings.redact_pii:
             logger.warning("redaction_patterns are set but redact_pii is false: they are not applied")
         dp = settings.dp
@@ -228,21 +237,11 @@ class ReleasePolicy:
 
     def _render(self, chosen: Sequence[Candidate], scores: Sequence[float]) -> tuple[list[ReleasedHit], int]:
         """Withhold or redact each chosen passage's text, title and metadata strings."""
-        settings = self._settings
         hits: list[ReleasedHit] = []
         total = 0
         for candidate, score in zip(chosen, scores, strict=True):
-            title = candidate.title
-            text: str | None = candidate.text if settings.release_text else None
-            metadata = dict(candidate.metadata)
-            if settings.redact_pii:
-                title, count = self._redactor.redact(title)
-                total += count
-                if text is not None:
-                    text, count = self._redactor.redact(text)
-                    total += count
-                metadata, count = self._redactor.redact_strings(metadata)
-                total += count
+            title, text, metadata, count = self._released_fields(candidate)
+            total += count
             hits.append(
                 ReleasedHit(
                     chunk_id=candidate.chunk_id,
@@ -254,6 +253,28 @@ class ReleasePolicy:
                 )
             )
         return hits, total
+
+    def _released_fields(self, candidate: Candidate) -> tuple[str, str | None, dict[str, Any], int]:
+        """(title, text or None, metadata, redactions) of a chunk as it may leave, cached by chunk id."""
+        settings = self._settings
+        if not settings.redact_pii:
+            text = candidate.text if settings.release_text else None
+            return candidate.title, text, dict(candidate.metadata), 0
+        with self._redacted_lock:
+            cached = self._redacted.get(candidate.chunk_id)
+            if cached is not None:
+                self._redacted.move_to_end(candidate.chunk_id)
+        if cached is None:
+            title, in_title = self._redactor.redact(candidate.title)
+            text, in_text = self._redactor.redact(candidate.text) if settings.release_text else (None, 0)
+            metadata, in_metadata = self._redactor.redact_strings(dict(candidate.metadata))
+            cached = (title, text, metadata, in_title + in_text + in_metadata)
+            with self._redacted_lock:
+                self._redacted[candidate.chunk_id] = cached
+                while len(self._redacted) > REDACTED_CACHE_SIZE:
+                    self._redacted.popitem(last=False)
+        title, text, metadata, count = cached
+        return title, text, dict(metadata), count
 
     def _record(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,9 @@ def test_eval_run_reports_every_configuration_and_resumes(tmp_path: Path) -> Non
     # ... continues where it stopped: no question is asked twice.
     result = fedrag_eval("run", *BASE, "--out", str(out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # Progress lines (not a terminal): each step counts its own units, never past its total.
+    steps = re.findall(r"^(.+): (\d+)/(\d+) \(", result.stdout + result.stderr, flags=re.MULTILINE)
+    assert steps and all(int(done) <= int(total) for _, done, total in steps), steps
     after = rows(out)
     keys = [(r["suite"], r["config"], r["kind"], r["id"]) for r in after]
     assert len(keys) == len(set(keys))

@@ -286,3 +286,18 @@ def test_release_invariants(scores: list[float], k: int, max_k: int, min_score: 
     if not use_dp:
         ranked = sorted(candidates, key=lambda c: (-c.score, c.chunk_id))
         assert ids == [c.chunk_id for c in ranked if c.chunk_id in eligible][: release.k_effective]
+
+
+def test_a_chunk_released_again_is_redacted_the_same_through_a_small_cache(monkeypatch) -> None:
+    from silo_node.policy import release as release_module
+
+    monkeypatch.setattr(release_module, "REDACTED_CACHE_SIZE", 3)
+    policy = ReleasePolicy(ReleasePolicySettings(max_k=10), audit=None)
+    candidates = make_candidates(SCORES[:5], text="call 555-123-4567 or mail a.b@example.org")
+    first = policy.apply("gw", 5, candidates, request_id="r1")
+    again = policy.apply("gw", 5, candidates, request_id="r2")
+    assert [h.text for h in again.hits] == [h.text for h in first.hits]
+    assert first.redactions == again.redactions == 10
+    assert all("555-123-4567" not in (h.text or "") and "[REDACTED:phone]" in (h.text or "") for h in again.hits)
+    again.hits[0].metadata["source"] = "changed by a caller"
+    assert policy.apply("gw", 1, candidates, request_id="r3").hits[0].metadata["source"] == "file0.txt"
