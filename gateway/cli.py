@@ -413,7 +413,11 @@ router_app = typer.Typer(help="Train and check the learned router.", no_args_is_
 
 @router_app.command("train")
 def router_train(
-    questions: Annotated[Path, typer.Argument(help="Training questions, one per line (blank lines ignored).")],
+    questions: Annotated[
+        Path | None,
+        typer.Argument(help="Training questions, one per line (blank lines ignored); optional with --per-silo."),
+    ] = None,
+    *,
     federation: Annotated[Path, typer.Option(help="The federation's membership file.")],
     key: Annotated[Path, typer.Option(help="A gateway's private.pem (the silos are searched as this gateway).")],
     out: Annotated[Path, typer.Option(help="Where to write the model (JSON, no pickle).")] = Path("router.json"),
@@ -439,6 +443,13 @@ def router_train(
         float | None, typer.Option(help="Use this threshold [0-1] instead of calibrating (threshold selection).")
     ] = None,
     deadline: Annotated[float, typer.Option(help="Seconds per question for all silo searches.")] = 10.0,
+    per_silo: Annotated[
+        int | None,
+        typer.Option(
+            help="Also draw up to N questions from each silo: the titles of the passages its card's centroids "
+            "retrieve, so every silo is covered (default: 0 with a questions file, 20 without)."
+        ),
+    ] = None,
 ) -> None:
     """Label questions by asking every silo, train and calibrate the learned router, save it, report its routing."""
     import asyncio
@@ -449,7 +460,7 @@ def router_train(
     from federation.progress import progress
     from federation.signing import RequestSigner
     from gateway.fanout import SiloPool
-    from gateway.router_training import label_questions, train_router
+    from gateway.router_training import MIN_EXAMPLES, label_questions, silo_questions, train_router
     from router import evaluate_routing
 
     if coverage is not None and threshold is not None:
@@ -460,25 +471,44 @@ def router_train(
         raise ConfigError("--model is share or relevance; --selection is coverage or threshold")
     if selection == "coverage" and model != "share":
         raise ConfigError("coverage selection needs --model share")
-    texts = [line.strip() for line in questions.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if len(texts) < 10:
-        raise ConfigError(f"{questions} holds {len(texts)} questions; at least 10 are needed to train")
+    per_silo = per_silo if per_silo is not None else (0 if questions is not None else 20)
+    if per_silo < 0:
+        raise ConfigError("--per-silo must be 0 or more")
+    supplied: list[str] = []
+    if questions is not None:
+        supplied = [line.strip() for line in questions.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif per_silo == 0:
+        raise ConfigError("give a questions file, or --per-silo N to draw questions from the silos")
     membership = load_membership(federation)
     encoder = SentenceTransformerEncoder(model_id=membership.embedding.model)
     settings = RetrievalSettings(deadline_s=deadline, breaker_failures=10**6)
 
-    async def run() -> list[Any]:
+    async def run() -> tuple[list[Any], list[Any]]:
         pool = SiloPool(membership, RequestSigner(Identity.load(key)), settings)
         try:
+            drawn = (
+                [t for titles in (await silo_questions(pool, per_silo)).values() for t in titles] if per_silo else []
+            )
+            known = {t.casefold() for t in supplied}
+            drawn = [t for t in drawn if t.casefold() not in known]
+            if len(supplied) + len(drawn) < 10:
+                raise ConfigError(f"{len(supplied) + len(drawn)} training questions; at least 10 are needed")
             with progress(console) as bar:
-                task = bar.add_task("asking every silo", total=len(texts))
-                return await label_questions(
-                    texts, encoder=encoder, pool=pool, k=k, on_question=lambda: bar.advance(task)
-                )
+                task = bar.add_task("asking every silo", total=len(supplied) + len(drawn))
+                labelled = [
+                    await label_questions(texts, encoder=encoder, pool=pool, k=k, on_question=lambda: bar.advance(task))
+                    if texts
+                    else []
+                    for texts in (supplied, drawn)
+                ]
+            return labelled[0], labelled[1]
         finally:
             await pool.aclose()
 
-    examples = asyncio.run(run())
+    from_file, from_silos = asyncio.run(run())
+    examples = [*from_file, *from_silos]
+    if per_silo:
+        console.print(f"{len(from_silos)} questions drawn from the silos, {len(from_file)} supplied", highlight=False)
     if not examples:
         raise FedragError("no question retrieved anything from any silo; nothing to learn from")
     if unseen := unlabelled_silos(examples, [s.name for s in membership.silos]):
@@ -495,13 +525,21 @@ def router_train(
         "coverage": coverage,
         "target_recall": recall,
     }
-    half = len(examples) // 2
+    # The held-out check: across kinds of question when there are both (trained on one, tested on the other),
+    # else the second half of the questions.
+    if len(from_file) >= MIN_EXAMPLES and len(from_silos) >= MIN_EXAMPLES:
+        checks = [("the drawn questions", "the supplied", from_silos, from_file)]
+        checks.append(("the supplied questions", "the drawn", from_file, from_silos))
+    else:
+        half = len(examples) // 2
+        checks = [("the first half", "the second", examples[:half], examples[half:])]
     try:
-        first, _ = train_router(examples[:half], **options)
         router, found = train_router(examples, **options)
+        held_out = [
+            (on, off, evaluate_routing(train_router(part, **options)[0], rest)) for on, off, part, rest in checks
+        ]
     except ValueError as exc:
         raise ConfigError(f"cannot train the router: {exc}") from exc
-    held_out = evaluate_routing(first, examples[half:])
     router.save(out)
     setting = f"threshold {router.threshold:g}" if router.selection == "threshold" else f"coverage {router.coverage:g}"
     how = (
@@ -510,10 +548,13 @@ def router_train(
         if found is not None
         else "as given"
     )
+    checked = "; ".join(
+        f"trained on {on}, on {off}: recall@{k} {figures['recall']:.3f}, silo recall {figures['silo_recall']:.3f}, "
+        f"asking {figures['fraction_asked']:.0%} of silos"
+        for on, off, figures in held_out
+    )
     console.print(
         f"trained a {router.model} model with {router.selection} selection, {setting} ({how}) on "
-        f"{len(examples)} labelled questions; trained on the first half, on the second: recall@{k} "
-        f"{held_out['recall']:.3f}, silo recall {held_out['silo_recall']:.3f}, asking "
-        f"{held_out['fraction_asked']:.0%} of silos; saved {out}",
+        f"{len(examples)} labelled questions; {checked}; saved {out}",
         highlight=False,
     )

@@ -5,6 +5,10 @@ merges the replies by score, and records which silos hold passages of the merged
 and what fraction of it each holds (its share). :func:`train_router` fits the router on
 these examples and, unless a setting is given, calibrates its threshold or coverage by
 cross-validation to reach a target recall@k (see :func:`router.calibrate`).
+
+Questions should cover every silo, or the router learns never to ask the ones they miss.
+:func:`silo_questions` draws them from each silo itself: the titles of the passages its
+card's centroids retrieve, through its release policy like any search.
 """
 
 from __future__ import annotations
@@ -22,6 +26,32 @@ from router import Calibration, LearnedRouter, SiloView, TrainingExample, calibr
 
 MIN_EXAMPLES = 4
 """Fewest labelled questions :func:`train_router` accepts (two folds of two)."""
+
+
+async def silo_questions(pool: SiloPool, per_silo: int) -> dict[str, list[str]]:
+    """Up to ``per_silo`` distinct passage titles from each silo, found by searching it with its card's centroids.
+
+    The centroids spread over what the silo holds, so the titles do too; titles are taken
+    round-robin over the centroids. A silo whose card or passages are unavailable gets none.
+    """
+    await pool.refresh_cards(force=True)
+    found: dict[str, list[str]] = {}
+    for name in pool.names:
+        card = pool.card(name)
+        centroids = card.centroids.to_numpy() if card is not None else np.zeros((0, 1), dtype=np.float32)
+        per_centroid = [
+            [p.title for p in outcome.passages if p.title.strip()]
+            for centroid in centroids
+            for outcome in await pool.search([name], centroid, min(per_silo, 50))
+            if outcome.status == "ok"
+        ]
+        titles: dict[str, None] = {}
+        for rank in range(max((len(t) for t in per_centroid), default=0)):
+            for candidates in per_centroid:
+                if rank < len(candidates) and len(titles) < per_silo:
+                    titles.setdefault(" ".join(candidates[rank].split()))
+        found[name] = list(titles)
+    return found
 
 
 async def label_questions(

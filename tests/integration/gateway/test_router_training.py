@@ -7,8 +7,9 @@ import pytest
 
 from federation.config import RetrievalSettings
 from federation.signing import RequestSigner
+from gateway.cli import unlabelled_silos
 from gateway.fanout import SiloPool
-from gateway.router_training import label_questions
+from gateway.router_training import label_questions, silo_questions
 from router import LearnedRouter, SiloView
 from tests.conftest import OPERATOR_TOKEN
 
@@ -74,10 +75,41 @@ async def test_labels_and_a_trained_router_send_each_topic_to_its_silo(federatio
     assert medical.selected == ["alpha"] and code.selected == ["beta"]
 
 
+async def test_questions_drawn_from_every_silo_teach_the_router_the_silo_its_questions_missed(
+    federation, encoder, silo_transports
+) -> None:
+    documents = [{"id": i, "title": i, "text": t} for i, t in CODE_DOCS]
+    async with httpx.AsyncClient(
+        transport=silo_transports["beta"], base_url="http://beta", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    ) as operator:
+        assert (await operator.post("/v1/admin/documents", json={"documents": documents})).json()["added"] == 6
+    pool = SiloPool(
+        federation.membership,
+        RequestSigner(federation.gateway),
+        RetrievalSettings(deadline_s=10),
+        transports=silo_transports,
+    )
+    try:
+        drawn = await silo_questions(pool, per_silo=6)
+        medical_only = await label_questions(MEDICAL, encoder=encoder, pool=pool, k=3)
+        covering = medical_only + await label_questions(
+            [t for titles in drawn.values() for t in titles], encoder=encoder, pool=pool, k=3
+        )
+    finally:
+        await pool.aclose()
+    assert set(drawn) == {"alpha", "beta"}
+    assert sorted(drawn["beta"]) == sorted(i for i, _ in CODE_DOCS)  # each title once, from the silo's own passages
+    assert 1 <= len(drawn["alpha"]) <= 6 and len(set(drawn["alpha"])) == len(drawn["alpha"])
+    names = ["alpha", "beta"]
+    assert unlabelled_silos(medical_only, names) == ["beta"]  # the supplied questions never reach beta
+    assert unlabelled_silos(covering, names) == []
+    code_question = encoder.encode(["How can I load JSON text into a Python dict?"])[0]
+    covered = LearnedRouter.train(covering).route(code_question, medical_only[0].silos, max_silos=1)
+    assert covered.selected == ["beta"]
+
+
 def test_router_training_names_the_silos_no_question_found() -> None:
     from types import SimpleNamespace
-
-    from gateway.cli import unlabelled_silos
 
     examples = [SimpleNamespace(relevant=frozenset({"big"})), SimpleNamespace(relevant=frozenset({"big", "mid"}))]
     assert unlabelled_silos(examples, ["big", "mid", "faq", "small"]) == ["faq", "small"]
