@@ -179,7 +179,7 @@ def load_silo_settings(silo_dir: Path) -> SiloSettings:
     try:
         settings = SiloSettings(**data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+        raise ConfigError(f"{path}: {describe_validation_error(exc)}") from exc
     base = Path(silo_dir).resolve()
     settings.federation_file = (base / settings.federation_file).resolve()
     settings.key_file = (base / settings.key_file).resolve()
@@ -194,7 +194,8 @@ def write_silo_settings(silo_dir: Path, settings: SiloSettings) -> Path:
     return path
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each invalid field and why (for ConfigError messages)."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
@@ -535,7 +536,7 @@ def load_train_settings(path: Path) -> TrainRunSettings:
     try:
         settings = TrainRunSettings(**data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+        raise ConfigError(f"{path}: {describe_validation_error(exc)}") from exc
     base = Path(path).resolve().parent
     settings.output = (base / settings.output).resolve()
     for silo in settings.deployment.silos:

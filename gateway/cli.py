@@ -486,13 +486,16 @@ def router_train(
     async def run() -> tuple[list[Any], list[Any]]:
         pool = SiloPool(membership, RequestSigner(Identity.load(key)), settings)
         try:
-            drawn = (
-                [t for titles in (await silo_questions(pool, per_silo)).values() for t in titles] if per_silo else []
-            )
+            by_silo = await silo_questions(pool, per_silo) if per_silo else {}
             known = {t.casefold() for t in supplied}
-            drawn = [t for t in drawn if t.casefold() not in known]
+            drawn = [t for titles in by_silo.values() for t in titles if t.casefold() not in known]
             if len(supplied) + len(drawn) < 10:
-                raise ConfigError(f"{len(supplied) + len(drawn)} training questions; at least 10 are needed")
+                answered = sum(bool(titles) for titles in by_silo.values())
+                source = f", {answered} of {len(by_silo)} silos answered" if per_silo else ""
+                raise ConfigError(
+                    f"{len(supplied) + len(drawn)} training questions ({len(supplied)} supplied, {len(drawn)} drawn "
+                    f"from the silos{source}); at least 10 are needed"
+                )
             with progress(console) as bar:
                 task = bar.add_task("asking every silo", total=len(supplied) + len(drawn))
                 labelled = [

@@ -12,12 +12,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from federation.config import IndexSettings, SearchSettings, SiloSettings, load_silo_settings, write_silo_settings
+from federation.config import (
+    IndexSettings,
+    SearchSettings,
+    SiloSettings,
+    describe_validation_error,
+    load_silo_settings,
+    write_silo_settings,
+)
 from federation.errors import ConfigError
 from federation.identity import Identity
 from federation.membership import load_membership
@@ -63,17 +71,20 @@ def init(
     listed = next((s for s in membership.silos if s.name == name), None)
     if listed is not None and listed.key_id != identity.key_id:
         raise ConfigError(f"federation lists silo '{name}' with key {listed.key_id}, but {key} is {identity.key_id}")
-    directory.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    settings = SiloSettings(
-        name=name,
-        description=description or (listed.description if listed else ""),
-        federation_file=_relative(federation, directory),
-        key_file=_relative(key, directory),
-        operator_token_sha256=hashlib.sha256(token.encode()).hexdigest(),
-        index=IndexSettings(backend=backend),
-        search=SearchSettings(mode=search),
-    )
+    try:
+        settings = SiloSettings(
+            name=name,
+            description=description or (listed.description if listed else ""),
+            federation_file=_relative(federation, directory),
+            key_file=_relative(key, directory),
+            operator_token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+            index=IndexSettings(backend=backend),
+            search=SearchSettings(mode=search),
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid silo settings: {describe_validation_error(exc)}") from exc
+    directory.mkdir(parents=True, exist_ok=True)
     write_silo_settings(directory, settings)
     fd = os.open(directory / OPERATOR_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -73,6 +73,28 @@ def test_a_federation_and_a_silo_from_scratch(tmp_path: Path) -> None:
         ok=False,
     )
     assert wrong_key.returncode == 1 and "federation lists silo" in wrong_key.stderr
+    bad_mode = fedrag(
+        "silo",
+        "init",
+        tmp_path / "other",
+        "--federation",
+        fed,
+        "--key",
+        tmp_path / "keys/silo/private.pem",
+        "--name",
+        "clinic",
+        "--search",
+        "fuzzy",
+        ok=False,
+    )
+    assert bad_mode.returncode == 1 and "'dense', 'lexical' or 'hybrid'" in bad_mode.stderr
+    assert "Traceback" not in bad_mode.stderr
+    assert not (tmp_path / "other").exists()
+    gw_key = tmp_path / "keys/gw/private.pem"
+    no_questions = fedrag("router", "train", "--federation", fed, "--key", gw_key, "--per-silo", "0", ok=False)
+    assert no_questions.returncode == 1 and "--per-silo" in no_questions.stderr
+    unreachable = fedrag("router", "train", "--federation", fed, "--key", gw_key, "--deadline", "1", ok=False)
+    assert unreachable.returncode == 1 and "0 of 1 silos answered" in unreachable.stderr
 
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
@@ -103,6 +125,7 @@ def test_a_federation_and_a_silo_from_scratch(tmp_path: Path) -> None:
 
     stats = json.loads(fedrag("silo", "stats", silo).stdout)
     assert stats["documents"] == 3 and stats["chunks"] == stats["index_vectors"] == 3
+    assert stats["search"] == "dense"
     card = json.loads(fedrag("silo", "card", silo).stdout)
     assert card["name"] == "clinic" and card["chunk_count"] == 3 and card["centroids"]["rows"] == 3
     assert "Chest pain" not in json.dumps(card)
