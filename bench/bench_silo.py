@@ -3,7 +3,11 @@
 1. The node's in-process search (signature-free service call: index + store + policy)
    vs the raw FAISS call on the same vectors.
 2. A signed HTTP search on loopback (a real ``fedrag silo serve`` process) vs in-process.
-3. Ingestion throughput with the real encoder (chunks/s), end to end.
+3. The node's throughput (searches/s) at 1, 4 and 16 concurrent gateways (one connection each).
+4. Ingestion throughput with the real encoder (chunks/s), end to end.
+
+Passages are ``--passage-chars`` long (clinical-style text with numbers, so the release
+policy's PII redaction does the work it does on real passages).
 
     python bench/bench_silo.py --vectors 20000 --queries 300 --ingest-docs 1000
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import statistics
@@ -63,7 +68,22 @@ def setup(root: Path, encoder: SentenceTransformerEncoder) -> tuple[Path, Identi
     return silo_dir, gateway, membership
 
 
-def fill_with_vectors(service: SiloService, n: int, dim: int, seed: int) -> np.ndarray:
+def passage(i: int, chars: int) -> str:
+    """A clinical-style passage of about ``chars`` characters (numbers, doses, dates, but no PII)."""
+    sentences = [
+        f"Passage {i} of the benchmark corpus, about topic {i % 97}.",
+        f"The patient presented with symptom {i % 53} and a blood pressure of {110 + i % 40}/{70 + i % 20} mmHg.",
+        f"Treatment started at {250 + 50 * (i % 9)} mg twice daily for {2 + i % 12} weeks.",
+        f"Follow-up in 2019 showed marker {i % 31} at {i % 400} units, within the reference range.",
+        "No complications were reported and the condition resolved without further intervention.",
+    ]
+    text = ""
+    while len(text) < chars:
+        text += " ".join(sentences) + " "
+    return text[:chars].strip()
+
+
+def fill_with_vectors(service: SiloService, n: int, dim: int, seed: int, chars: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -74,7 +94,7 @@ def fill_with_vectors(service: SiloService, n: int, dim: int, seed: int) -> np.n
             title=f"Doc {i}",
             source="bench",
             metadata={},
-            chunks=[f"Passage {i} of the benchmark corpus, about topic {i % 97}."],
+            chunks=[passage(i, chars)],
             embeddings=vectors[i : i + 1],
         )
         for i in range(n)
@@ -96,6 +116,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--ingest-docs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--passage-chars", type=int, default=1000)
+    parser.add_argument("--concurrency", default="1,4,16", help="Concurrent gateways for the throughput run.")
     args = parser.parse_args()
 
     encoder = SentenceTransformerEncoder()
@@ -104,7 +126,7 @@ def main() -> None:
         silo_dir, gateway, membership = setup(root, encoder)
         dim = membership.embedding.dimension
         service = SiloService(load_silo_settings(silo_dir), silo_dir, encoder=encoder).open()
-        vectors = fill_with_vectors(service, args.vectors, dim, args.seed)
+        vectors = fill_with_vectors(service, args.vectors, dim, args.seed, args.passage_chars)
         raw = faiss.IndexFlatIP(dim)
         raw.add(vectors)
         rng = np.random.default_rng(args.seed + 1)
@@ -142,8 +164,28 @@ def main() -> None:
             http_t, inproc_t = asyncio.run(http_run())
             service.close()
 
+            async def throughput(clients: int) -> float:
+                signer = RequestSigner(gateway)
+                async with contextlib.AsyncExitStack() as stack:
+                    pool = [
+                        await stack.enter_async_context(SiloClient(url, "s", signer, timeout=30))
+                        for _ in range(clients)
+                    ]
+                    await asyncio.gather(*(c.search(queries[0], args.k, fingerprint) for c in pool))  # connect
+
+                    async def one(c: SiloClient, part: np.ndarray) -> None:
+                        for q in part:
+                            await c.search(q, args.k, fingerprint)
+
+                    started = time.perf_counter()
+                    await asyncio.gather(*(one(c, queries[j::clients]) for j, c in enumerate(pool)))
+                    return len(queries) / (time.perf_counter() - started)
+
+            rates = {c: asyncio.run(throughput(c)) for c in (int(x) for x in args.concurrency.split(","))}
+
         print(
-            f"## search overheads ({args.vectors} vectors, dim {dim}, k={args.k}, {args.queries} queries, flat index)"
+            f"## search overheads ({args.vectors} vectors, dim {dim}, k={args.k}, {args.queries} queries, flat index, "
+            f"{args.passage_chars}-character passages)"
         )
         print("| path | median ms | ratio |")
         print("|---|---|---|")
@@ -157,6 +199,14 @@ def main() -> None:
             f"| signed HTTP search on loopback | {median_ms(http_t):.3f} | "
             f"{median_ms(http_t) / median_ms(inproc_t):.2f} x in-process |"
         )
+
+        print()
+        print("## throughput: signed HTTP searches per second, concurrent gateways (one connection each)")
+        print("| gateways | searches/s | vs 1 |")
+        print("|---|---|---|")
+        first = next(iter(rates.values()))
+        for clients, rate in rates.items():
+            print(f"| {clients} | {rate:.0f} | {rate / first:.2f} |")
 
         texts = [
             f"Clinical summary {i}. The patient presented with symptom {i % 53} and was treated for condition "

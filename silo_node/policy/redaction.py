@@ -54,18 +54,40 @@ def _nhs_checksum_ok(value: str) -> bool:
     return check != 10 and check % 11 == digits[9]
 
 
+_Hint = Callable[[str, str], bool]
+"""Whether a text (given as is and casefolded) holds something every match of a rule contains."""
+
+
+def _contains(*needles: str, folded: bool = False) -> _Hint:
+    return lambda text, low: any(needle in (low if folded else text) for needle in needles)
+
+
+def _searches(pattern: str) -> _Hint:
+    regex = re.compile(pattern)  # cheap when it starts with a literal character
+    return lambda text, _low: regex.search(text) is not None
+
+
 @dataclass(frozen=True)
 class _Rule:
     """One kind of PII: its expression, an optional check of each match, and a cheap hint.
 
-    ``hint`` finds something every match contains (``@`` for an e-mail address): text
+    ``hint`` looks for something every match contains (``@`` for an e-mail address): text
     without it is not searched with the slower ``regex`` at all.
     """
 
     kind: str
     regex: re.Pattern[str]
     accept: Callable[[str], bool] | None = None
-    hint: re.Pattern[str] | None = None
+    hint: _Hint | None = None
+
+
+# Each starts with a literal character, which makes the search a fast scan for it.
+_PHONE_HINTS = tuple(re.compile(p) for p in (r"\+\d", r"\)\s?\d", r"-\d\d\d-", r"\.\d\d\d\.", r" \d\d\d \d"))
+
+
+def _phone_hint(text: str, _low: str) -> bool:
+    """Every phone pattern has ``+`` or ``)`` before a digit, or a 3-digit group between two separators."""
+    return any(hint.search(text) is not None for hint in _PHONE_HINTS)
 
 
 # Order is priority: when matches of two rules start at the same place, the longer one
@@ -74,7 +96,7 @@ _BUILTIN_RULES: tuple[_Rule, ...] = (
     _Rule(
         "email",
         re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
-        hint=re.compile("@"),
+        hint=_contains("@"),
     ),
     _Rule(
         "dob",
@@ -83,7 +105,7 @@ _BUILTIN_RULES: tuple[_Rule, ...] = (
             rf"\s*(?:[:#=-]|\bis\b|\bwas\b)?\s*(?P<pii>{_DATE})(?![\d/.-]?\d)",
             re.IGNORECASE,
         ),
-        hint=re.compile(r"d\.?o\.?b|birth|born", re.IGNORECASE),
+        hint=_contains("dob", "d.ob", "do.b", "d.o.b", "birth", "born", folded=True),
     ),
     _Rule(
         "mrn",
@@ -92,19 +114,19 @@ _BUILTIN_RULES: tuple[_Rule, ...] = (
             r"\s*[:#=]?\s*(?P<pii>[A-Z]{0,3}-?\d{5,12})\b",
             re.IGNORECASE,
         ),
-        hint=re.compile(r"mrn|record", re.IGNORECASE),
+        hint=_contains("mrn", "record", folded=True),
     ),
-    _Rule("ssn", re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), hint=re.compile(r"\d-\d\d-\d")),
+    _Rule("ssn", re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), hint=_searches(r"-\d\d-")),
     _Rule(  # 943 476 5919
         "nhs_number",
         re.compile(r"(?<![\d-])\d{3} \d{3} \d{4}(?![\d-])"),
         _nhs_checksum_ok,
-        hint=re.compile(r"\d \d\d\d \d"),
+        hint=_searches(r" \d\d\d \d"),
     ),
     _Rule(
         "nhs_number",
         re.compile(r"\bNHS(?:\s+(?:number|no\.?))?\s*[:#]?\s*(?P<pii>\d{10})\b"),
-        hint=re.compile("NHS"),
+        hint=_contains("NHS"),
     ),
     _Rule(
         "phone",
@@ -115,7 +137,7 @@ _BUILTIN_RULES: tuple[_Rule, ...] = (
             r"|(?<![\w.+-])(?:1[-. ])?\d{3}(?P<sep>[-. ])\d{3}(?P=sep)\d{4}(?![\w-]|\.\d)"  # 555-123-4567
         ),
         _digits_between(7, 15),
-        hint=re.compile(r"\+\d|\d{3}\D{0,3}\d{3}"),
+        hint=_phone_hint,
     ),
 )
 
@@ -167,8 +189,9 @@ class Redactor:
             The redacted text and the number of replacements made.
         """
         spans: list[tuple[int, int, int, str]] = []
+        low = text.casefold()
         for priority, rule in enumerate(self._rules):
-            if rule.hint is not None and rule.hint.search(text) is None:
+            if rule.hint is not None and not rule.hint(text, low):
                 continue
             has_pii_group = "pii" in rule.regex.groupindex
             for match in rule.regex.finditer(text):
