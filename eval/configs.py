@@ -3,7 +3,9 @@
 - ``no-rag``: the LLM alone (no retrieval).
 - ``central``: one silo holding every document with an exact index: the upper bound.
 - ``fed-all``: every silo of the natural partition is asked, results merged by score.
-- ``fed-routed-<router>``: the ``centroid`` and ``learned`` routers choose the silos.
+- ``fed-routed-<router>``: the ``centroid`` and ``learned`` routers choose the silos;
+  ``fed-routed-learned-guard`` adds the learned router's centroid guard (the silo with the
+  closest centroid is always asked).
 - ``fed-dp-eps<e>``: every silo asked, each releasing its top-k by the release policy's
   differentially private selection at epsilon ``e`` per search.
 - ``fed-merge-<merger>``: every silo asked, merged by ``rrf`` or ``calibrated``.
@@ -45,6 +47,7 @@ class EvalConfig:
         merger: the gateway's merger.
         dp_epsilon: the silos' DP epsilon per search (None: DP off).
         search: how each silo ranks (``dense``, ``lexical`` or ``hybrid``).
+        router_guard: the learned router also asks the silo with the closest centroid.
     """
 
     name: str
@@ -54,6 +57,7 @@ class EvalConfig:
     merger: Literal["score", "rrf", "calibrated"] = "score"
     dp_epsilon: float | None = None
     search: SearchMode = "dense"
+    router_guard: bool = False
 
     @property
     def retrieves(self) -> bool:
@@ -67,6 +71,8 @@ class EvalConfig:
         if self.kind == "central":
             return "one exact index over every document (upper bound)"
         routed = "every silo asked" if self.router == "all" else f"silos chosen by the {self.router} router"
+        if self.router_guard:
+            routed += " with its centroid guard"
         text = f"{self.partition} partition, {routed}, {self.merger} merger"
         if self.dp_epsilon is not None:
             text += f", DP top-k at epsilon {self.dp_epsilon:g} per search"
@@ -84,6 +90,7 @@ def _federated(partition: PartitionName) -> list[EvalConfig]:
     ]
     if partition != "natural":
         return configs
+    configs.append(EvalConfig("fed-routed-learned-guard", "federated", partition, router="learned", router_guard=True))
     configs += [EvalConfig(f"fed-dp-eps{eps:g}", "federated", partition, dp_epsilon=eps) for eps in DP_EPSILONS]
     configs += [
         EvalConfig(f"fed-merge-{merger}", "federated", partition, merger=merger)  # type: ignore[arg-type]

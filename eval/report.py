@@ -18,7 +18,7 @@ from typing import Any
 
 from eval.answer_quality import summarise_answers, summarise_calibration
 from eval.configs import EvalConfig, standard_configs
-from eval.metrics import interval, overlap_at_k, percentiles
+from eval.metrics import bootstrap_ci, interval, overlap_at_k, percentiles
 
 __all__ = ["STEPS", "summarise", "write_report"]
 
@@ -60,6 +60,39 @@ def _retrieval(rows: Sequence[Mapping[str, Any]], central: Mapping[str, Sequence
         "partial": sum(1 for row in rows if row.get("partial")),
         "latency_ms": _latency(rows),
         "epsilon_per_silo": dict(sorted(epsilon.items())),
+    }
+
+
+ROUTING_TARGET_RECALL = 0.95
+ROUTING_TARGET_CALLS = 0.5
+
+
+def routing_check(routed: Sequence[Mapping[str, Any]], every: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """A router against asking every silo, on the same questions: the issue's target is met or not.
+
+    The router is trained on document titles that no evaluation question is about, and tested here on the
+    suite's questions (synonyms, FAQ headings): a question distribution it was not trained on. Target:
+    recall@k at least ``ROUTING_TARGET_RECALL`` of asking every silo, at most ``ROUTING_TARGET_CALLS``
+    of its silo calls.
+    """
+    baseline = {row["id"]: row for row in every}
+    pairs = [(row, baseline[row["id"]]) for row in routed if row["id"] in baseline]
+    if not pairs or not sum(b["recall"] for _, b in pairs):
+        return None
+    got = [float(r["recall"]) for r, _ in pairs]
+    full = [float(b["recall"]) for _, b in pairs]
+
+    def ratio(indices: Any) -> float:
+        picked = [int(i) for i in indices]
+        total = sum(full[i] for i in picked)
+        return sum(got[i] for i in picked) / total if total else 1.0
+
+    point, low, high = bootstrap_ci([float(i) for i in range(len(pairs))], statistic=ratio)
+    calls = sum(len(r["silos_asked"]) for r, _ in pairs) / max(1, sum(len(b["silos_asked"]) for _, b in pairs))
+    return {
+        "recall_ratio": {"mean": point, "low": low, "high": high, "n": len(pairs)},
+        "call_fraction": calls,
+        "met": point >= ROUTING_TARGET_RECALL and calls <= ROUTING_TARGET_CALLS,
     }
 
 
@@ -120,9 +153,22 @@ def summarise(rows: Iterable[Mapping[str, Any]], *, k: int = 10) -> dict[str, An
                 "abstention_calibration": summarise_calibration([r for rows in kinds.values() for r in rows])
                 if kinds.get("calibration")
                 else None,
+                "routing_check": _routing_check(name, configs),
             }
         suites[suite] = summary
     return suites
+
+
+def _routing_check(
+    name: str, configs: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]
+) -> dict[str, Any] | None:
+    """The routing check of a ``fed-routed-*`` configuration against ``fed-all`` of its partition."""
+    if not name.startswith("fed-routed-"):
+        return None
+    _, _, partition = name.partition("@")
+    every = configs.get("fed-all" + (f"@{partition}" if partition else ""), {}).get("retrieval")
+    routed = configs[name].get("retrieval")
+    return routing_check(routed, every) if routed and every else None
 
 
 def _fmt(figure: Mapping[str, float] | None, digits: int = 3) -> str:
@@ -262,6 +308,22 @@ def _markdown(results: Mapping[str, Any], configs: Mapping[str, EvalConfig]) -> 
                 f"| {_num(r['silo_recall'])} | {_num(r['latency_ms'].get('search', {}).get('p50'), 1)} "
                 f"| {_num(r['bytes_per_question'], 0)} | {eps} |"
             )
+        checks = [(n, f["routing_check"]) for n, f in summary.items() if f.get("routing_check")]
+        if checks:
+            lines += [
+                "",
+                f"**Routing check** (routers trained on document titles, tested on this suite's questions; target: "
+                f"recall@{k} at least {ROUTING_TARGET_RECALL:g} of asking every silo, at most "
+                f"{ROUTING_TARGET_CALLS:.0%} of its silo calls)",
+                "",
+                f"| config | recall@{k} vs every silo | silo calls vs every silo | target met |",
+                "|---|---|---:|---|",
+            ]
+            for name, check in checks:
+                lines.append(
+                    f"| {name} | {_fmt(check['recall_ratio'])} | {check['call_fraction']:.2f} "
+                    f"| {'yes' if check['met'] else 'no'} |"
+                )
         answer_rows = [(n, f) for n, f in summary.items() if f["multiple_choice"] or f["code"]]
         if answer_rows:
             lines += [

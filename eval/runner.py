@@ -313,6 +313,7 @@ class SuiteRun:
             retrieval=RetrievalSettings(
                 router=config.router if config.kind == "federated" else "all",
                 router_model=router_model,
+                router_guard=config.router_guard,
                 max_silos=o.max_silos if config.router != "all" else 256,
                 k_per_silo=o.k_per_silo,
                 k=o.k,

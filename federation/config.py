@@ -311,6 +311,11 @@ class RetrievalSettings(_Section):
     )
     router_top_m: int = Field(3, ge=1, description="Centroid router: most silos selected above the threshold.")
     router_model: Path | None = Field(None, description="Learned router model file (fedrag router train).")
+    router_guard: bool = Field(
+        False,
+        description="Learned router: also ask the silo whose card centroid is closest to the question when the "
+        "model leaves it out (a guard for questions unlike the training questions; at most one more silo).",
+    )
     max_silos: int | None = Field(
         None,
         ge=1,

@@ -139,6 +139,7 @@ class Pipeline:
             top_m=cfg.router_top_m,
             model_path=cfg.router_model,
             coverage=cfg.router_coverage,
+            guard=cfg.router_guard,
         )
         return cls(
             settings,

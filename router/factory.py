@@ -22,6 +22,7 @@ def make_router(
     top_m: int | None = None,
     model_path: Path | None = None,
     coverage: float | None = None,
+    guard: bool = False,
 ) -> Router:
     """Create the router called ``name``.
 
@@ -37,6 +38,8 @@ def make_router(
         model_path: the learned router's model file (required for ``"learned"``).
         coverage: for the learned router (share model), coverage selection with this
             coverage instead of the rule saved with the model. None keeps the saved rule.
+        guard: for the learned router, also ask the silo with the closest centroid
+            (:meth:`LearnedRouter.route`).
 
     Returns:
         The router.
@@ -63,7 +66,7 @@ def make_router(
                 raise ConfigError("the learned router needs model_path (train one with `fedrag router train`)")
             if threshold is not None and coverage is not None:
                 raise ConfigError("the learned router takes a threshold or a coverage, not both")
-            router = LearnedRouter.load(Path(model_path))
+            router = LearnedRouter.load(Path(model_path)).with_guard(guard)
             if threshold is not None:
                 return router.with_threshold(threshold)
             return router if coverage is None else router.with_coverage(coverage)

@@ -22,6 +22,7 @@ The model is stored as plain JSON by :mod:`router.model_file` (data only, no cod
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -42,7 +43,7 @@ from router.base import (
     check_silos,
     effective_limit,
 )
-from router.features import FEATURE_NAMES, feature_matrix, usable
+from router.features import FEATURE_NAMES, centroid_similarities, feature_matrix, usable
 from router.logistic import sigmoid, softmax
 from router.model_file import MODEL_KINDS, SELECTIONS, ModelKind, ModelParams, Selection, load_model, save_model
 from router.training import TrainingExample, fit_model
@@ -157,6 +158,7 @@ class LearnedRouter:
         if not np.isfinite(values).all() or (self.feature_std <= 0).any():
             raise ValueError("parameters must be finite and feature_std positive")
         self._bias = dict(zip(self.silo_names, self.silo_bias.tolist(), strict=True))
+        self.guard = False
 
     def __repr__(self) -> str:
         setting = f"threshold={self.threshold}" if self.selection == "threshold" else f"coverage={self.coverage}"
@@ -181,7 +183,7 @@ class LearnedRouter:
         Raises:
             ValueError: for an invalid setting, or coverage selection on a relevance model.
         """
-        return LearnedRouter(
+        changed = LearnedRouter(
             intercept=self.intercept,
             weights=self.weights,
             feature_mean=self.feature_mean,
@@ -195,6 +197,13 @@ class LearnedRouter:
             training=self.training,
             calibration=self.calibration if calibration is None else calibration,
         )
+        return changed.with_guard(self.guard)
+
+    def with_guard(self, enabled: bool = True) -> LearnedRouter:
+        """Return a copy that also asks the silo whose card best matches the question (see :meth:`route`)."""
+        guarded = copy.copy(self)
+        guarded.guard = enabled
+        return guarded
 
     def with_threshold(self, threshold: float) -> LearnedRouter:
         """Return a copy that asks every silo scoring at least ``threshold``."""
@@ -234,12 +243,19 @@ class LearnedRouter:
             silos: the silos known to the gateway.
             max_silos: the cost budget; None for no budget.
 
+        With the guard on (:meth:`with_guard`), the healthy silo whose card has the centroid
+        closest to the question is asked too when the model's rule leaves it out: the model
+        learned its training questions' distribution, the centroids describe the silos
+        themselves, so a question unlike the training questions still reaches the silo that
+        plainly holds its topic.
+
         Returns:
             The ranked plan; scores are the model's (probabilities or shares).
         """
         unit = check_query(query)
         check_silos(silos, max_silos)
         scores = self.scores(unit, silos)
+        guarded = self._closest_by_centroid(unit, silos, scores) if self.guard else None
         chosen: dict[str, float] | None = None
         if self.selection == "coverage":
             order = sorted(
@@ -249,7 +265,26 @@ class LearnedRouter:
             chosen = covering([(silos[i].name, scores[silos[i].name]) for i in order], self.coverage)
         limit, limit_reason = effective_limit(max_silos, None)
         assessments = [self._assess(s, scores, unit.size, chosen) for s in silos]
+        if guarded is not None:
+            i = next(i for i, s in enumerate(silos) if s.name == guarded[0])
+            if not assessments[i].passes:
+                p, label = assessments[i].score, "p" if self.model == "relevance" else "share"
+                reason = f"closest centroid {guarded[1]:.2f} (guard), {label} {p:.2f}"
+                assessments[i] = Assessment(p, True, reason)
         return assemble_plan(self.name, silos, assessments, limit=limit, limit_reason=limit_reason)
+
+    @staticmethod
+    def _closest_by_centroid(
+        unit: np.ndarray, silos: Sequence[SiloView], scores: dict[str, float]
+    ) -> tuple[str, float] | None:
+        """The healthy scored silo with the centroid most similar to the question, and that similarity."""
+        best: tuple[str, float] | None = None
+        for view in silos:
+            if view.healthy and view.card is not None and view.name in scores:
+                similarity = float(centroid_similarities(unit, view.card).max())
+                if best is None or similarity > best[1]:
+                    best = (view.name, similarity)
+        return best
 
     def _assess(
         self, view: SiloView, scores: dict[str, float], dimension: int, chosen: dict[str, float] | None

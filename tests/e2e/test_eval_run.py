@@ -105,6 +105,7 @@ def test_eval_run_reports_every_configuration_and_resumes(tmp_path: Path) -> Non
     results = json.loads((out / "results.json").read_text())
     for suite in ("medical", "code"):
         assert f"## Suite `{suite}`" in report
+        assert "**Routing check**" in report
         configs = results["suites"][suite]
         for name in (
             "central",
@@ -129,6 +130,9 @@ def test_eval_run_reports_every_configuration_and_resumes(tmp_path: Path) -> Non
         assert configs["central"]["retrieval"]["overlap@k_vs_central"]["mean"] == pytest.approx(1.0)
         assert configs["fed-all"]["retrieval"]["silo_fraction"] == pytest.approx(1.0)
         assert configs["fed-routed-centroid"]["retrieval"]["silo_fraction"] < 1.0
+        check = configs["fed-routed-learned"]["routing_check"]
+        assert check["call_fraction"] < 1.0 and 0.0 <= check["recall_ratio"]["mean"] <= 1.5
+        assert configs["fed-all"]["routing_check"] is None
         assert set(configs["fed-dp-eps1"]["retrieval"]["epsilon_per_silo"]) <= set(
             r for row in after if row["config"] == "fed-dp-eps1" for r in row["silos_asked"]
         )

@@ -20,7 +20,11 @@ import pytest
 
 from gateway.llm_server import EmbeddedLLMServer
 from tests.conftest import Federation
-from tests.integration.gateway.conftest import gateway_settings, silo_transports  # noqa: F401 (a fixture)
+from tests.integration.gateway.conftest import (  # noqa: F401 (fixtures)
+    alpha_search_mode,
+    gateway_settings,
+    silo_transports,
+)
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")

@@ -128,3 +128,19 @@ def test_cache_returns_the_same_vectors_and_persists(tmp_path, encoder) -> None:
     assert np.allclose(again.encode(texts[:2]), first[:2])
     assert again.misses == 0 and again.hits == 2
     assert again.fingerprint == encoder.fingerprint
+
+
+def test_the_routing_check_compares_a_router_with_every_silo_on_the_same_questions() -> None:
+    from eval.report import routing_check
+
+    every = [{"id": f"q{i}", "recall": 1.0, "silos_asked": ["a", "b", "c", "d"]} for i in range(10)]
+    good = [{"id": f"q{i}", "recall": 1.0 if i else 0.5, "silos_asked": ["a", "b"]} for i in range(10)]
+    costly = [{"id": f"q{i}", "recall": 1.0, "silos_asked": ["a", "b", "c"]} for i in range(10)]
+    lossy = [{"id": f"q{i}", "recall": 0.5, "silos_asked": ["a"]} for i in range(10)]
+    check = routing_check(good, every)
+    assert check is not None and check["met"] and check["call_fraction"] == 0.5
+    assert check["recall_ratio"]["mean"] == pytest.approx(0.95)
+    assert check["recall_ratio"]["low"] <= 0.95 <= check["recall_ratio"]["high"]
+    assert not routing_check(costly, every)["met"]  # type: ignore[index]
+    assert not routing_check(lossy, every)["met"]  # type: ignore[index]
+    assert routing_check(good, []) is None

@@ -75,6 +75,7 @@ STRATEGIES: dict[str, Callable[[LearnedRouter, LearnedRouter], Router]] = {
     "learned": lambda share, relevance: share,
     "learned-share-threshold": lambda share, relevance: share.with_threshold(0.1),
     "learned-relevance": lambda share, relevance: relevance,
+    "learned-guard": lambda share, relevance: share.with_guard(),
 }
 
 
@@ -404,6 +405,25 @@ def test_evaluate_routing_figures(federation: Federation) -> None:
         evaluate_routing(AllRouter(), [])
 
 
+def test_the_guard_adds_the_silo_with_the_closest_centroid_and_no_other(
+    learned: LearnedRouter, federation: Federation, test_examples: list[TrainingExample]
+) -> None:
+    from router.features import centroid_similarities
+
+    frugal = learned.with_coverage(0.2)  # asks so few silos that it often misses the closest one
+    guarded = frugal.with_guard()
+    added = 0
+    for example in test_examples:
+        plain = frugal.route(example.query, federation.views)
+        with_guard = guarded.route(example.query, federation.views)
+        closest = max(federation.views, key=lambda v: centroid_similarities(unit(example.query), v.card).max())
+        assert closest.name in with_guard.selected
+        assert set(with_guard.selected) - set(plain.selected) <= {closest.name}
+        added += closest.name not in plain.selected
+    assert added > 0, "the scenario never exercised the guard"
+    assert guarded.with_threshold(0.2).guard and not frugal.guard
+
+
 def test_make_router(model_file: Path) -> None:
     assert isinstance(make_router("all"), AllRouter)
     centroid = make_router("Centroid", threshold=0.4, top_m=2)
@@ -412,6 +432,7 @@ def test_make_router(model_file: Path) -> None:
     assert isinstance(learned, LearnedRouter) and (learned.selection, learned.threshold) == ("threshold", 0.2)
     saved = make_router("learned", model_path=model_file)
     assert isinstance(saved, LearnedRouter) and (saved.selection, saved.coverage) == ("coverage", 0.95)
+    assert make_router("learned", model_path=model_file, threshold=0.2, guard=True).guard  # type: ignore[union-attr]
     covering = make_router("learned", model_path=model_file, coverage=0.8, top_m=2)
     assert isinstance(covering, LearnedRouter) and (covering.selection, covering.coverage) == ("coverage", 0.8)
     assert isinstance(make_router("centroid", coverage=0.8), CentroidRouter), "options of other strategies ignored"
