@@ -371,7 +371,9 @@ def search(
             url, silo, RequestSigner(Identity.load(key)), timeout=timeout, verify=str(ca) if ca else True
         )
         async with client:
-            return await client.search(vector, k, membership.embedding.fingerprint, text=text)
+            card = await client.card()  # the text goes only to a silo that searches with it, as from a gateway
+            wanted = text if card.search != "dense" else None
+            return await client.search(vector, k, membership.embedding.fingerprint, text=wanted)
 
     reply = asyncio.run(run())
     if as_json:
