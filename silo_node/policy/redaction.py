@@ -55,7 +55,7 @@ def _nhs_checksum_ok(value: str) -> bool:
 
 
 _Hint = Callable[[str, str], bool]
-"""Whether a text (given as is and casefolded) holds something every match of a rule contains."""
+"""Whether an ASCII text (given as is and lower-cased) holds something every match of a rule contains."""
 
 
 def _contains(*needles: str, folded: bool = False) -> _Hint:
@@ -189,9 +189,10 @@ class Redactor:
             The redacted text and the number of replacements made.
         """
         spans: list[tuple[int, int, int, str]] = []
-        low = text.casefold()
+        # Hints only on ASCII text: case-insensitive rules also match non-ASCII letters ("ı" as "i").
+        low = text.lower() if text.isascii() else None
         for priority, rule in enumerate(self._rules):
-            if rule.hint is not None and not rule.hint(text, low):
+            if low is not None and rule.hint is not None and not rule.hint(text, low):
                 continue
             has_pii_group = "pii" in rule.regex.groupindex
             for match in rule.regex.finditer(text):

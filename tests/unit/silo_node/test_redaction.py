@@ -235,6 +235,8 @@ _PIECES = st.sampled_from(
         "MRN: 12345678",
         "DOB: 12/03/1985",
         "jane@example.org",
+        "Date of bırth: 3 March 1985",
+        "DOB: 12/03/1985 (Zoë)",
     ]
 )
 
