@@ -530,14 +530,16 @@ def router_train(
     }
     # The held-out check: across kinds of question when there are both (trained on one, tested on the other),
     # else the second half of the questions.
+    groups = None
     if len(from_file) >= MIN_EXAMPLES and len(from_silos) >= MIN_EXAMPLES:
         checks = [("the drawn questions", "the supplied", from_silos, from_file)]
         checks.append(("the supplied questions", "the drawn", from_file, from_silos))
+        groups = ["supplied"] * len(from_file) + ["drawn"] * len(from_silos)  # calibrated holding out each kind
     else:
         half = len(examples) // 2
         checks = [("the first half", "the second", examples[:half], examples[half:])]
     try:
-        router, found = train_router(examples, **options)
+        router, found = train_router(examples, groups=groups, **options)
         held_out = [
             (on, off, evaluate_routing(train_router(part, **options)[0], rest)) for on, off, part, rest in checks
         ]
@@ -547,7 +549,7 @@ def router_train(
     setting = f"threshold {router.threshold:g}" if router.selection == "threshold" else f"coverage {router.coverage:g}"
     how = (
         f"calibrated for recall@{k} {recall:g}: {found.recall:.3f} asking {found.fraction_asked:.0%} of silos "
-        f"out of fold"
+        + ("holding out each kind of question" if groups else "out of fold")
         if found is not None
         else "as given"
     )

@@ -96,6 +96,7 @@ def train_router(
     coverage: float | None = None,
     target_recall: float = 0.95,
     folds: int = 5,
+    groups: Sequence[str] | None = None,
 ) -> tuple[LearnedRouter, Calibration | None]:
     """Fit the learned router; calibrate its setting unless one is given.
 
@@ -107,6 +108,8 @@ def train_router(
         coverage: use this coverage (coverage selection) instead of calibrating.
         target_recall: the recall@k the calibration aims at.
         folds: cross-validation folds (fewer when there are fewer examples).
+        groups: a kind per example; with two kinds or more the calibration holds out each kind
+            in turn (see :func:`router.calibrate`).
 
     Returns:
         The router, and the calibration that chose its setting (None when given).
@@ -128,6 +131,7 @@ def train_router(
         model=model,
         selection=selection,
         folds=max(2, min(folds, len(examples) // 2)),
+        groups=groups,
     )
     calibrated = router.with_selection(
         selection,

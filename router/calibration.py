@@ -68,6 +68,7 @@ def calibrate(
     selection: Selection = "coverage",
     folds: int = 5,
     l2: float = 1e-2,
+    groups: Sequence[str] | None = None,
 ) -> Calibration:
     """Choose the cheapest threshold or coverage whose cross-validated recall reaches the target.
 
@@ -80,6 +81,9 @@ def calibrate(
         selection: the rule to calibrate, ``"coverage"`` (share model only) or ``"threshold"``.
         folds: number of folds, at least 2 and at most the number of examples.
         l2: the model's L2 penalty.
+        groups: a kind per example (e.g. ``supplied`` / ``drawn`` questions). With two kinds or
+            more, each kind is held out in turn instead of ``folds`` (leave-one-kind-out): the
+            setting must reach the target on a kind of question the model was not fitted on.
 
     Returns:
         The chosen setting. When no setting reaches the target, the one with the highest
@@ -89,15 +93,24 @@ def calibrate(
         ValueError: for an invalid argument, or when a fold's training part cannot be fitted.
     """
     check_coverage(target_recall)
-    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= len(examples):
+    if groups is not None and len(groups) != len(examples):
+        raise ValueError(f"{len(groups)} groups for {len(examples)} examples")
+    kinds = sorted(set(groups)) if groups is not None else []
+    if len(kinds) >= 2:
+        assert groups is not None
+        fold_of = [kinds.index(g) for g in groups]
+        folds = len(kinds)
+    elif isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= len(examples):
         raise ValueError(f"folds must be an integer from 2 to the number of examples ({len(examples)}), got {folds!r}")
+    else:
+        fold_of = [i % folds for i in range(len(examples))]
     if selection == "coverage" and model != "share":
         raise ValueError("coverage selection needs a share model")
     scored: list[tuple[list[tuple[str, float]], dict[str, float], int]] = []
     for fold in range(folds):
-        held_out = [e for i, e in enumerate(examples) if i % folds == fold]
+        held_out = [e for i, e in enumerate(examples) if fold_of[i] == fold]
         router = LearnedRouter.train(
-            [e for i, e in enumerate(examples) if i % folds != fold], model=model, selection=selection, l2=l2
+            [e for i, e in enumerate(examples) if fold_of[i] != fold], model=model, selection=selection, l2=l2
         )
         for example in held_out:
             scores = router.scores(example.query, example.silos)

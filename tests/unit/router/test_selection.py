@@ -207,3 +207,14 @@ def test_unseen_silo_gets_a_share(federation: Federation, mixed_train: list[Trai
     scores = model.scores(topic, [*federation.views, newcomer])
     assert sum(scores.values()) == pytest.approx(1.0)
     assert max(scores, key=lambda name: scores[name]) == "newcomer"
+
+
+def test_calibration_can_hold_out_each_kind_of_question(mixed_train: list[TrainingExample]) -> None:
+    # Two kinds that differ in topic: the questions silo0 answers, and the rest.
+    kinds = ["silo0" if "silo0" in e.relevant else "other" for e in mixed_train]
+    assert 10 < kinds.count("silo0") < len(kinds) - 10
+    by_kind = calibrate(mixed_train, target_recall=0.95, groups=kinds)
+    assert by_kind.folds == 2 and by_kind.recall >= 0.95 and by_kind.record()["folds"] == 2
+    with pytest.raises(ValueError, match="groups"):
+        calibrate(mixed_train, groups=kinds[:-1])
+    assert calibrate(mixed_train, groups=["one"] * len(mixed_train)).folds == 5  # one kind: random folds
