@@ -218,3 +218,9 @@ def test_calibration_can_hold_out_each_kind_of_question(mixed_train: list[Traini
     with pytest.raises(ValueError, match="groups"):
         calibrate(mixed_train, groups=kinds[:-1])
     assert calibrate(mixed_train, groups=["one"] * len(mixed_train)).folds == 5  # one kind: random folds
+
+
+def test_train_router_passes_the_kinds_to_its_calibration(mixed_train: list[TrainingExample]) -> None:
+    kinds = ["supplied" if i % 3 else "drawn" for i in range(100)]
+    router, found = train_router(mixed_train[:100], groups=kinds)
+    assert found is not None and found.folds == 2 and router.calibration["folds"] == 2
