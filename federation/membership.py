@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -44,7 +45,10 @@ class EmbeddingSpec(_Entry):
 
     model: str = Field(min_length=1, description="Model id, e.g. sentence-transformers/all-MiniLM-L6-v2.")
     dimension: int = Field(ge=1, le=8192, description="Vector dimension.")
-    fingerprint: str = Field(min_length=8, description="Hash identifying the model and its weights.")
+    fingerprint: str = Field(min_length=8, description="Hash identifying the model, its weights and the backend.")
+    backend: Literal["torch", "openvino"] = Field(
+        "torch", description="What runs the model: torch (sentence-transformers) or openvino (faster on CPU)."
+    )
 
 
 class _Party(_Entry):

@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from federation.config import GatewaySettings
-from federation.encoder import Encoder, SentenceTransformerEncoder
+from federation.encoder import Encoder, encoder_for
 from federation.errors import ConfigError
 from federation.http import BodyLimitMiddleware, RequestCounter, describe_api, register_error_handlers
 from federation.identity import Identity
@@ -82,7 +82,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         run = ExecutorRun()
-        enc = encoder or SentenceTransformerEncoder(model_id=membership.embedding.model)
+        enc = encoder or encoder_for(membership.embedding)
         if enc.fingerprint != membership.embedding.fingerprint:
             raise ConfigError("the installed embedding model differs from the federation's (fingerprint mismatch)")
         await run(enc.encode, ["warm up"])

@@ -454,7 +454,7 @@ def router_train(
     """Label questions by asking every silo, train and calibrate the learned router, save it, report its routing."""
     import asyncio
 
-    from federation.encoder import SentenceTransformerEncoder
+    from federation.encoder import encoder_for
     from federation.identity import Identity
     from federation.membership import load_membership
     from federation.progress import progress
@@ -480,7 +480,7 @@ def router_train(
     elif per_silo == 0:
         raise ConfigError("give a questions file, or --per-silo N to draw questions from the silos")
     membership = load_membership(federation)
-    encoder = SentenceTransformerEncoder(model_id=membership.embedding.model)
+    encoder = encoder_for(membership.embedding)
     settings = RetrievalSettings(deadline_s=deadline, breaker_failures=10**6)
 
     async def run() -> tuple[list[Any], list[Any]]:

@@ -354,7 +354,7 @@ def search(
 ) -> None:
     """Search a silo as a gateway would (signed): what an operator runs to check a node."""
     from federation.client import SiloClient
-    from federation.encoder import SentenceTransformerEncoder
+    from federation.encoder import encoder_for
     from federation.signing import RequestSigner
 
     membership = load_membership(federation)
@@ -363,7 +363,7 @@ def search(
         if len(matches) != 1:
             raise ConfigError(f"no silo in {federation} has URL {url}; name it with --silo")
         silo = matches[0]
-    encoder = SentenceTransformerEncoder(model_id=membership.embedding.model)
+    encoder = encoder_for(membership.embedding)
     vector = encoder.encode([text])[0]
 
     async def run() -> Any:

@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 
 from federation.config import SiloSettings
-from federation.encoder import Encoder, SentenceTransformerEncoder
+from federation.encoder import Encoder, encoder_for
 from federation.errors import ConfigError, Conflict, NotFound, ValidationFailed
 from federation.identity import Identity
 from federation.membership import Membership, load_membership
@@ -117,7 +117,7 @@ class SiloService:
     def encoder(self) -> Encoder:
         """The encoder, created on first use and checked against the federation's contract."""
         if self._encoder is None:
-            self._encoder = SentenceTransformerEncoder(model_id=self.membership.embedding.model)
+            self._encoder = encoder_for(self.membership.embedding)
         spec = self.membership.embedding
         if self._encoder.fingerprint != spec.fingerprint:
             raise ConfigError(

@@ -186,3 +186,44 @@ def test_help_shows_bracketed_text_literally() -> None:
 def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     result = fedrag("silo", "stats", tmp_path / "nowhere", ok=False)
     assert result.returncode == 1 and "fedrag silo init" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_federation_run_by_openvino_embeds_with_it_everywhere(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    env = {**ENV, "FEDRAG_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "federation", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    fed = tmp_path / "federation.toml"
+    assert "run by openvino" in run("federation", "init", fed, "--name", "fast", "--encoder-backend", "openvino").stdout
+    shown = json.loads(run("federation", "show", fed, "--json").stdout)
+    assert shown["embedding"]["backend"] == "openvino"
+    run("keys", "new", tmp_path / "keys/silo")
+    run("federation", "add-silo", fed, "--name", "s", "--url", "http://127.0.0.1:1", "--public-key",
+        tmp_path / "keys/silo/public.pem")  # fmt: skip
+    run(
+        "silo",
+        "init",
+        tmp_path / "silo",
+        "--federation",
+        fed,
+        "--key",
+        tmp_path / "keys/silo/private.pem",
+        "--name",
+        "s",
+    )
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "fever.md").write_text("# Fever\n\nA fever is a body temperature above 38 degrees Celsius.\n")
+    assert "added 1," in run("silo", "ingest", tmp_path / "silo", docs).stdout
+    assert list((tmp_path / "cache" / "openvino").rglob("model.xml")), "the silo embedded with the converted model"
+    bad = subprocess.run(
+        [sys.executable, "-m", "federation", "federation", "init", tmp_path / "x.toml", "--name", "x",
+         "--encoder-backend", "onnx"], capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 1 and "torch, openvino" in bad.stderr and "Traceback" not in bad.stderr
