@@ -56,7 +56,7 @@ def federation_init(
     encoder_backend: Annotated[
         str,
         typer.Option(
-            help="What runs the embedding model at every party: torch, or openvino (several times faster on "
+            help="What runs the embedding model at every party: torch, or openvino (about 1.5x faster on "
             "CPU, the same vectors to 1e-4). Part of the fingerprint: all parties run the one named here."
         ),
     ] = "torch",

@@ -4,7 +4,7 @@
 transformer, with the folder's own tokenizer, mean pooling and normalisation) to an
 OpenVINO model with ``openvino.convert_model``, offline, and keeps the converted files in a
 cache directory so later starts skip the conversion. Weights stay float32: on 2 cores it
-embeds ~1,000-character chunks several times faster than torch, with cosine similarity
+embeds ~1,000-character chunks about 1.5x as fast as torch, with cosine similarity
 above 0.9999 to the torch vectors (``bench/bench_encoder.py``). The backend is part of the
 fingerprint (:func:`federation.encoder.encoder_fingerprint`), so a federation says which one
 every party runs and refuses vectors from another.
