@@ -201,7 +201,7 @@ class ExampleSettings:
     answer_chars: int = 300
     reasoning_chars: int = 400
     label: str = "silo"
-    retrieval_order_share: float = 0.5
+    retrieval_order_share: float = 0.65
     seed: int = 0
 
 

@@ -105,7 +105,7 @@ class Optimisation:
     batch_size: int = 4
     max_steps: int = 0
     max_length: int = 768
-    citation_weight: float = 1.0
+    citation_weight: float = 5.0
 
 
 @dataclass(frozen=True)
