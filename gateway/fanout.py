@@ -198,12 +198,12 @@ class SiloPool:
         # One body per kind of silo (signed per silo): encoded, validated and hashed once per question.
         dense = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id)
         wants_text = {name for name in silos if self._searches_text(name)}
-        lexical = dense
+        with_text = dense
         if text and wants_text:  # joined conversation turns end with the question: keep the end
             clipped = text[-MAX_QUERY_TEXT_CHARS:]
-            lexical = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id, text=clipped)
+            with_text = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id, text=clipped)
         tasks = {
-            name: asyncio.create_task(self._search_one(name, lexical if name in wants_text else dense))
+            name: asyncio.create_task(self._search_one(name, with_text if name in wants_text else dense))
             for name in silos
         }
         started = time.perf_counter()

@@ -15,9 +15,13 @@ pytestmark = pytest.mark.integration
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "FEDRAG_SILO_CHUNKING__MAX_FILE_BYTES": "1000000"}
 
 
-def fedrag(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def fedrag(*args: str | Path, ok: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "federation", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=300
+        [sys.executable, "-m", "federation", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**ENV, **(env or {})},
+        timeout=300,
     )
     if ok:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -190,14 +194,10 @@ def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_a_federation_run_by_openvino_embeds_with_it_everywhere(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
-    env = {**ENV, "FEDRAG_CACHE_DIR": str(tmp_path / "cache")}
+    cache = {"FEDRAG_CACHE_DIR": str(tmp_path / "cache")}
 
     def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "federation", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result
+        return fedrag(*args, env=cache)
 
     fed = tmp_path / "federation.toml"
     assert "run by openvino" in run("federation", "init", fed, "--name", "fast", "--encoder-backend", "openvino").stdout
@@ -222,8 +222,7 @@ def test_a_federation_run_by_openvino_embeds_with_it_everywhere(tmp_path: Path) 
     (docs / "fever.md").write_text("# Fever\n\nA fever is a body temperature above 38 degrees Celsius.\n")
     assert "added 1," in run("silo", "ingest", tmp_path / "silo", docs).stdout
     assert list((tmp_path / "cache" / "openvino").rglob("model.xml")), "the silo embedded with the converted model"
-    bad = subprocess.run(
-        [sys.executable, "-m", "federation", "federation", "init", tmp_path / "x.toml", "--name", "x",
-         "--encoder-backend", "onnx"], capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    bad = fedrag(
+        "federation", "init", tmp_path / "x.toml", "--name", "x", "--encoder-backend", "onnx", ok=False, env=cache
+    )
     assert bad.returncode == 1 and "torch, openvino" in bad.stderr and "Traceback" not in bad.stderr
