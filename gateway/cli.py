@@ -401,11 +401,21 @@ def demo(
     workdir: Annotated[Path, typer.Argument(help="Working directory (reused by later runs).")] = Path("demo-work"),
     serve: Annotated[bool, typer.Option(help="Keep the federation running and print the chat page's URL.")] = False,
     per_corpus: Annotated[int, typer.Option(help="Documents ingested from each packaged corpus.")] = 300,
+    lora: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="A federated LoRA adapter (adapter.gguf of 'fedrag train run', or 'fedrag train export "
+            "--format gguf'): the embedded LLM serves it and the gateway answers with it.",
+        ),
+    ] = None,
 ) -> None:
     """Run a whole federation on this machine: five silos, the embedded LLM, the gateway; ask two questions."""
     from gateway.demo import run_demo
 
-    run_demo(workdir, per_corpus=per_corpus, serve=serve, console=console)
+    run_demo(workdir, per_corpus=per_corpus, serve=serve, console=console, adapter=lora)
 
 
 router_app = typer.Typer(help="Train and check the learned router.", no_args_is_help=True)

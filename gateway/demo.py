@@ -32,6 +32,7 @@ from federation.progress import progress
 from federation.services import FEDRAG, fedrag_service, free_port
 
 GATEWAY = "demo-gateway"
+DEMO_ADAPTER = "demo-adapter"
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,12 @@ def build(workdir: Path, per_corpus: int, console: Console) -> None:
 
 @contextlib.contextmanager
 def running_federation(
-    workdir: Path, console: Console, *, llm_url: str | None = None, gateway_args: Sequence[str] = ()
+    workdir: Path,
+    console: Console,
+    *,
+    llm_url: str | None = None,
+    gateway_args: Sequence[str] = (),
+    adapter: Path | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Start silos, the embedded LLM and the gateway; yield (gateway URL, API key).
 
@@ -138,7 +144,14 @@ def running_federation(
         console: where progress goes.
         llm_url: an LLM server to use instead of starting the embedded one.
         gateway_args: more ``fedrag gateway serve`` flags (later flags win).
+        adapter: a llama.cpp LoRA adapter (GGUF, from ``fedrag train export``) the embedded LLM serves
+            and the gateway answers with by default.
+
+    Raises:
+        ValueError: ``adapter`` with ``llm_url`` (only the embedded LLM is started with it).
     """
+    if adapter is not None and llm_url is not None:
+        raise ValueError("an adapter is served by the embedded LLM: give no llm_url with it")
     fed_file = workdir / "federation.toml"
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
@@ -165,7 +178,8 @@ def running_federation(
                 llm_url = f"http://127.0.0.1:{llm_port}"
                 stack.enter_context(
                     fedrag_service(
-                        ["llm", "serve", "--port", str(llm_port)],
+                        ["llm", "serve", "--port", str(llm_port)]
+                        + ([] if adapter is None else ["--lora", f"{DEMO_ADAPTER}={adapter.resolve()}"]),
                         f"{llm_url}/v1/models",
                         log=logs / "llm.log",
                         what="LLM server",
@@ -193,6 +207,7 @@ def running_federation(
                         "2",
                         "--deadline",
                         "5",
+                        *([] if adapter is None else ["--adapter", DEMO_ADAPTER, "--lora-adapter", DEMO_ADAPTER]),
                         *gateway_args,
                     ],
                     f"{gateway_url}/readyz",
@@ -204,17 +219,28 @@ def running_federation(
             f"federation running: {len(SILOS)} silos, LLM {llm_url}, gateway {gateway_url} (logs in {logs})",
             highlight=False,
         )
+        if adapter is not None:
+            console.print(
+                f"answers come from the LoRA adapter {adapter} (model fedrag:{DEMO_ADAPTER})", highlight=False
+            )
         yield gateway_url, (workdir / "api-key.txt").read_text().strip()
 
 
-def run_demo(workdir: Path, *, per_corpus: int = 300, serve: bool = False, console: Console | None = None) -> None:
-    """Build (or reuse) the demo federation, run it, ask the sample questions."""
+def run_demo(
+    workdir: Path,
+    *,
+    per_corpus: int = 300,
+    serve: bool = False,
+    console: Console | None = None,
+    adapter: Path | None = None,
+) -> None:
+    """Build (or reuse) the demo federation, run it, ask the sample questions (with ``adapter``: answered by it)."""
     from gateway.cli import print_answer
 
     console = console or Console()
     started = time.perf_counter()
     build(workdir, per_corpus, console)
-    with running_federation(workdir, console) as (url, api_key):
+    with running_federation(workdir, console, adapter=adapter) as (url, api_key):
         for question in QUESTIONS:
             console.rule(f"Q: {question}")
             response = httpx.post(
