@@ -5,9 +5,12 @@ embeds them with every backend in one process, alternating batch by batch so eac
 the same machine state, and reports chunks/s and its ratio to torch (sentence-transformers,
 float32), the smallest cosine between a backend's vector and torch's for the same chunk, and
 overlap@10: for queries drawn from the same corpora (other chunks' first sentences), the share of
-torch's top-10 chunks that the backend's top-10 also holds.
+torch's top-10 chunks that the backend's top-10 also holds. With ``--ingest-docs N``, it then
+ingests N documents of the same corpora into a fresh silo per backend (``SiloService.ingest``, what
+``fedrag silo ingest`` runs: read, chunk, embed, durable commit, index), twice per backend in the
+order A B C, C B A, and reports end-to-end chunks/s.
 
-    .venv/bin/python bench/bench_encoder.py --corpora python-docs,wiki --chunks 600 --queries 200
+    .venv/bin/python bench/bench_encoder.py --corpora python-docs,wiki --chunks 600 --queries 200 --ingest-docs 300
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import argparse
 import os
 import random
 import re
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +31,7 @@ from federation.config import ChunkingSettings
 from federation.encoder import ENCODER_BACKENDS, Encoder, make_encoder
 from silo_node.corpora import load_corpus
 from silo_node.ingest.chunking import chunk_text
+from silo_node.ingest.readers import SourceDocument
 
 
 def corpus_chunks(names: list[str], limit: int, seed: int) -> list[str]:
@@ -52,6 +58,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--backends", default=",".join(ENCODER_BACKENDS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ingest-docs", type=int, default=0, help="Documents ingested per backend (0: skip).")
     args = parser.parse_args()
 
     chunks = corpus_chunks(args.corpora.split(","), args.chunks, args.seed)
@@ -85,6 +92,42 @@ def main() -> None:
         cosine = float((embedded[name] * embedded[reference]).sum(axis=1).min())
         overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top[name], top[reference], strict=True)])
         print(f"| {name} | {rate:.1f} | {seconds[reference] / seconds[name]:.2f}x | {cosine:.5f} | {overlap:.3f} |")
+    if args.ingest_docs > 0:
+        names = args.corpora.split(",")
+        per = -(-args.ingest_docs // len(names))
+        documents = [d for name in names for d in load_corpus(name, limit=per, seed=args.seed + 2)][: args.ingest_docs]
+        rates = ingest_rates(backends, documents)
+        print()
+        print(f"## end-to-end ingestion ({len(documents)} documents of {args.corpora}, a fresh silo per run, twice)")
+        print(f"| backend | chunks/s | vs {reference} |")
+        print("|---|---|---|")
+        for name, rate in rates.items():
+            print(f"| {name} | {rate:.1f} | {rate / rates[reference]:.2f}x |")
+
+
+def ingest_rates(backends: dict[str, Encoder], documents: list[SourceDocument]) -> dict[str, float]:
+    """End-to-end ingestion chunks/s per backend: a fresh silo each time, backends in order A B C, C B A."""
+    from bench_silo import setup  # the same bench silo (membership, keys, settings) as bench_silo.py
+
+    from federation.config import load_silo_settings
+    from silo_node.service import SiloService
+
+    chunks = dict.fromkeys(backends, 0)
+    seconds = dict.fromkeys(backends, 0.0)
+    order = [*backends, *reversed(backends)]
+    with tempfile.TemporaryDirectory(prefix="bench-encoder-") as tmp:
+        for run, name in enumerate(order):
+            root = Path(tmp) / f"{run}-{name}"
+            root.mkdir()
+            silo_dir, _, _ = setup(root, backends[name])
+            service = SiloService(load_silo_settings(silo_dir), silo_dir, encoder=backends[name]).open()
+            try:
+                report = service.ingest(documents)
+            finally:
+                service.close()
+            chunks[name] += report.chunks
+            seconds[name] += report.seconds
+    return {name: chunks[name] / seconds[name] for name in backends}
 
 
 if __name__ == "__main__":

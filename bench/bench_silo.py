@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from federation.client import SiloClient
 from federation.config import SiloSettings, load_silo_settings, write_silo_settings
-from federation.encoder import SentenceTransformerEncoder
+from federation.encoder import Encoder, SentenceTransformerEncoder
 from federation.identity import Identity
 from federation.membership import GatewayEntry, Membership, SiloEntry, save_membership
 from federation.protocol import Matrix, SearchRequest
@@ -43,7 +43,7 @@ from silo_node.service import SiloService
 from silo_node.store import DocumentRecord
 
 
-def setup(root: Path, encoder: SentenceTransformerEncoder) -> tuple[Path, Identity, Membership]:
+def setup(root: Path, encoder: Encoder) -> tuple[Path, Identity, Membership]:
     gateway, silo = Identity.generate(), Identity.generate()
     gateway.save(root / "keys/gw")
     silo.save(root / "keys/silo")

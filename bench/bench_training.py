@@ -4,14 +4,15 @@ Training silos are built from packaged ontology documents that the evaluation su
 federation does not hold: the medical suite is drawn with the evaluation options used below
 (``load_suite``), and every document it ingests, every gold document of its questions
 (retrieval and calibration) and every document sharing a title with one it ingests is left
-out. Three training silos (``mondo``, ``hpo``, ``uberon``), a ``central`` silo holding the
-three silos' documents together (the upper bound), and a fourth silo (``cl``, trained on by
-nobody) whose retrieval-grounded examples (``training.examples``) measure held-out loss.
+out. Three training silos (``mondo``, ``hpo``, ``uberon``; with ``--code-silo`` a fourth, ``python``, of
+Python documentation that the code suite does not draw), a ``central`` silo holding the training
+silos' documents together (the upper bound), and a silo (``cl``, trained on by nobody) whose
+retrieval-grounded examples (``training.examples``) measure held-out loss.
 
 Adapters are trained with Flower's deployment engine (``training.cli.run_training``: a
 SuperLink and one SuperNode per silo on loopback, TLS and node authentication on):
 
-- ``ffa-lora`` (the federated adapter), ``fedavg-lora``, ``flora``, ``prompt-avg`` on the 3 silos;
+- ``ffa-lora`` (the federated adapter), ``fedavg-lora``, ``flora``, ``prompt-avg`` on the training silos;
 - ``one-silo``: FFA-LoRA on ``mondo`` alone (a 1-silo deployment, min_nodes 1);
 - ``central``: FFA-LoRA on the ``central`` silo, with 3x the examples and steps of one silo;
 - ``ffa-lora+record-dp`` (DP-SGD in each silo, noise 1.0) and ``ffa-lora+client-dp`` (Flower's
@@ -27,8 +28,10 @@ Then (each step is skipped when its output exists, so an interrupted run resumes
    questions for every adapter): well-formed, citation, gold-citation and supported-claim rates
    with intervals, and the paired gold-citation difference to the base model; once with the
    sources in retrieval order and once shuffled (``--source-order shuffled``, a position-bias
-   probe; ``--source-orders`` picks). Soft prompts cannot be served by llama.cpp: they get only
-   the held-out loss;
+   probe; ``--source-orders`` picks). ``--eval-seeds`` evaluates more draws of questions and
+   documents (a draw holding a document some adapter trained on is refused) and pools their
+   paired differences, against the base model and against the one-silo adapter. Soft prompts
+   cannot be served by llama.cpp: they get only the held-out loss;
 3. cost: bytes per silo per round up and down, full fine-tuning bytes, round seconds, epsilon.
 
 Example (the figures in bench/RESULTS.md)::
@@ -64,8 +67,11 @@ from eval.metrics import bootstrap_ci, interval  # noqa: E402
 from federation.config import TrainRunSettings, load_silo_settings, write_silo_settings  # noqa: E402
 
 TRAIN_SILOS = ("mondo", "hpo", "uberon")
+CODE_SILO = "python"  # --code-silo: a fourth training silo of Python documentation (the code suite's domain)
+SILO_CORPUS = {CODE_SILO: "python-docs"}  # a silo's corpus, where it is not the silo's name
 HELD_OUT_SILO = "cl"
 CENTRAL = "central"
+ONE_SILO = "one-silo"  # FFA-LoRA on one silo: the baseline the federated adapter must beat
 
 # The evaluation run every adapter is measured with (the documents it ingests are excluded from training).
 EVAL = {
@@ -97,17 +103,22 @@ class TrainConfig:
         return not self.strategy.startswith("prompt")
 
 
-CONFIGS = (
-    TrainConfig("ffa-lora", "ffa-lora", TRAIN_SILOS, note="federated, 3 silos"),
-    TrainConfig("one-silo", "ffa-lora", ("mondo",), note="FFA-LoRA on mondo alone"),
-    TrainConfig(CENTRAL, "ffa-lora", (CENTRAL,), scale=3, note="one silo with all 3 silos' documents"),
-    TrainConfig("fedavg-lora", "fedavg-lora", TRAIN_SILOS, note="federated, 3 silos"),
-    TrainConfig("flora", "flora", TRAIN_SILOS, note="federated, 3 silos"),
-    TrainConfig("prompt-avg", "prompt-avg", TRAIN_SILOS, note="federated, 3 silos"),
-    TrainConfig("ffa-lora+record-dp", "ffa-lora", TRAIN_SILOS, record_dp=True, note="DP-SGD noise 1.0"),
-    TrainConfig("ffa-lora+client-dp", "ffa-lora", TRAIN_SILOS, client_dp=True, note="client-level DP"),
-)
-EVALUATED_DEFAULT = ("ffa-lora", "one-silo", CENTRAL, "fedavg-lora", "flora")
+def train_configs(silos: tuple[str, ...] = TRAIN_SILOS) -> tuple[TrainConfig, ...]:
+    """The training configurations over the federated training ``silos``."""
+    fed = f"federated, {len(silos)} silos"
+    return (
+        TrainConfig("ffa-lora", "ffa-lora", silos, note=fed),
+        TrainConfig(ONE_SILO, "ffa-lora", ("mondo",), note="FFA-LoRA on mondo alone"),
+        TrainConfig(CENTRAL, "ffa-lora", (CENTRAL,), scale=3, note=f"one silo with all {len(silos)} silos' documents"),
+        TrainConfig("fedavg-lora", "fedavg-lora", silos, note=fed),
+        TrainConfig("flora", "flora", silos, note=fed),
+        TrainConfig("prompt-avg", "prompt-avg", silos, note=fed),
+        TrainConfig("ffa-lora+record-dp", "ffa-lora", silos, record_dp=True, note="DP-SGD noise 1.0"),
+        TrainConfig("ffa-lora+client-dp", "ffa-lora", silos, client_dp=True, note="client-level DP"),
+    )
+
+
+EVALUATED_DEFAULT = ("ffa-lora", ONE_SILO, CENTRAL, "fedavg-lora", "flora")
 
 
 @dataclass
@@ -126,6 +137,7 @@ class Bench:
     passage_chars: int
     retrieval_order_share: float
     citation_weight: float
+    train_silos: tuple[str, ...] = TRAIN_SILOS
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -144,12 +156,12 @@ def log(message: str) -> None:
 
 
 # data ---------------------------------------------------------------------------------
-def eval_exclusions() -> tuple[set[str], set[str]]:
-    """Document ids and titles the evaluation's medical suite ingests or asks about."""
+def eval_draw(suite: str) -> Any:
+    """The documents and questions ``fedrag eval run`` draws with the benchmark's evaluation options."""
     from eval.suites import load_suite
 
-    data = load_suite(
-        "medical",
+    return load_suite(
+        suite,
         retrieval_limit=EVAL["limit"],
         mc_limit=0,
         code_limit=0,
@@ -158,15 +170,23 @@ def eval_exclusions() -> tuple[set[str], set[str]]:
         abstain_limit=EVAL["abstain_limit"],
         calibration_limit=EVAL["calibration_limit"],
     )
-    ids = {d.doc_id for d in data.documents}
-    for q in [*data.retrieval, *data.unanswerable, *data.calibration]:
-        ids |= set(q.gold_doc_ids)
-    titles = {d.title.casefold() for d in data.documents if d.title}
+
+
+def eval_exclusions() -> tuple[set[str], set[str]]:
+    """Document ids and titles the evaluation's suites (medical and code) ingest or ask about."""
+    ids: set[str] = set()
+    titles: set[str] = set()
+    for suite in ("medical", "code"):
+        data = eval_draw(suite)
+        ids |= {d.doc_id for d in data.documents}
+        for q in [*data.retrieval, *data.unanswerable, *data.calibration]:
+            ids |= set(q.gold_doc_ids)
+        titles |= {d.title.casefold() for d in data.documents if d.title}
     return ids, titles
 
 
 def build_data(bench: Bench) -> dict[str, Any]:
-    """Build (or reuse) the training federation: 3 training silos, the central one, the held-out one."""
+    """Build the training federation: the training silos, the central one, the held-out one."""
     from eval.builder import build_federation
     from eval.embedding_cache import CachingEncoder
     from federation.encoder import SentenceTransformerEncoder
@@ -176,15 +196,16 @@ def build_data(bench: Bench) -> dict[str, Any]:
     started = time.perf_counter()
     excluded_ids, excluded_titles = eval_exclusions()
     parts: dict[str, list[Any]] = {}
-    for corpus in (*TRAIN_SILOS, HELD_OUT_SILO):
+    for silo in (*bench.train_silos, HELD_OUT_SILO):
+        corpus = SILO_CORPUS.get(silo, silo)
         pool = [
             d
             for d in load_corpus(corpus)
             if d.doc_id not in excluded_ids and (d.title or "").casefold() not in excluded_titles
         ]
         picked = sorted(random.Random(f"bench-training:{corpus}").sample(range(len(pool)), bench.docs_per_silo))
-        parts[corpus] = [pool[i] for i in picked]
-    parts[CENTRAL] = [d for corpus in TRAIN_SILOS for d in parts[corpus]]
+        parts[silo] = [pool[i] for i in picked]
+    parts[CENTRAL] = [d for silo in bench.train_silos for d in parts[silo]]
     held = {d.doc_id for docs in parts.values() for d in docs}
     overlap = held & excluded_ids
     if overlap:
@@ -329,12 +350,49 @@ def held_out_losses(bench: Bench, names: Sequence[str]) -> dict[str, list[float]
 SOURCE_ORDERS = ("retrieval", "shuffled")
 
 
-def eval_dir(bench: Bench, name: str, order: str) -> Path:
-    """Where the evaluation of one model (``base`` or an adapter) with one source order goes."""
+def eval_dir(bench: Bench, name: str, order: str, seed: int | None = None) -> Path:
+    """Where the evaluation of one model (``base`` or an adapter) with one source order and draw goes."""
+    seed = int(EVAL["seed"]) if seed is None else seed
     suffix = "" if order == "retrieval" else f"-{order}"
     if EVAL["suite"] != "medical":  # the medical suite's directories keep the names of earlier runs
         suffix += f"-{EVAL['suite']}"
+    if seed != 0:  # so do seed 0's
+        suffix += f"-seed{seed}"
     return bench.work / "eval" / f"{name}{suffix}"
+
+
+def trained_documents(bench: Bench) -> tuple[set[str], set[str]]:
+    """Document ids and titles of the silos some adapter trained on (every silo but the held-out one)."""
+    from training.silo_corpus import LocalSiloCorpus
+
+    ids: set[str] = set()
+    titles: set[str] = set()
+    for name in (*bench.train_silos, CENTRAL):
+        if not bench.silo_dir(name).is_dir():
+            continue
+        with LocalSiloCorpus(bench.silo_dir(name)) as corpus:
+            offset = 0
+            while chunks := corpus.first_chunks(offset=offset, limit=500):
+                ids |= {c.doc_id for c in chunks}
+                titles |= {c.title.casefold() for c in chunks if c.title}
+                offset += len(chunks)
+    return ids, titles
+
+
+def check_unseen(bench: Bench) -> None:
+    """Refuse an evaluation draw that holds a document (or a title) an adapter was trained on.
+
+    The training silos exclude the documents of the draw they were built against (``eval_exclusions``); a
+    larger ``--answer-limit`` or another seed draws other questions, whose documents may be training ones.
+    """
+    data = eval_draw(str(EVAL["suite"]))
+    ids, titles = trained_documents(bench)
+    clash = sorted({d.doc_id for d in data.documents if d.doc_id in ids or (d.title or "").casefold() in titles})
+    if clash:
+        raise SystemExit(
+            f"the evaluation draw (seed {EVAL['seed']}, {EVAL['limit']} questions) holds {len(clash)} document(s) "
+            f"the adapters trained on ({', '.join(clash[:5])}): pick another --eval-seeds or --answer-limit"
+        )
 
 
 def eval_command(out: Path, gguf: Path | None, name: str | None, order: str) -> list[str]:
@@ -368,8 +426,9 @@ def evaluate(bench: Bench, name: str, order: str, cpus: int = 0) -> dict[str, An
         if gguf is not None and not gguf.is_file():
             log(f"no GGUF adapter for {name}: not evaluated")
             return None
-        base = eval_dir(bench, "base", "retrieval")
-        if out != base and base.is_dir() and not out.exists():
+        built = [eval_dir(bench, n, o) for n in ("base", name) for o in SOURCE_ORDERS]  # this draw's, done first
+        base = next((d for d in built if d != out and (d / "results.json").is_file()), None)
+        if base is not None and not out.exists():
             out.mkdir(parents=True)
             for shared in ("federations", "cache"):  # the same built federation and embeddings: no rebuild
                 if (base / shared).exists():
@@ -384,11 +443,21 @@ def evaluate(bench: Bench, name: str, order: str, cpus: int = 0) -> dict[str, An
     return dict(json.loads(results.read_text(encoding="utf-8")))
 
 
-def answer_rows(bench: Bench, name: str, order: str) -> dict[str, dict[str, Any]]:
+def answer_rows(bench: Bench, name: str, order: str, seed: int | None = None) -> dict[str, dict[str, Any]]:
     """The structured answer rows of one evaluation, by question id."""
-    path = eval_dir(bench, name, order) / "questions.jsonl"
+    path = eval_dir(bench, name, order, seed) / "questions.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return {r["id"]: r for r in rows if r["kind"] == "answer:structured" and r.get("answerable")}
+
+
+def pooled_rows(bench: Bench, name: str, order: str, seeds: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """The answer rows of every draw that has them, by ``seed:question id``."""
+    return {
+        f"{seed}:{qid}": row
+        for seed in seeds
+        if (eval_dir(bench, name, order, seed) / "results.json").is_file()
+        for qid, row in answer_rows(bench, name, order, seed).items()
+    }
 
 
 def _gold_cited(row: dict[str, Any]) -> float | None:
@@ -415,6 +484,13 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float
     return {"mean": point, "low": low, "high": high, "n": len(diffs)}
 
 
+def paired_gold_citation(own: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]]) -> dict[str, float] | None:
+    """Gold-citation difference ``own - other`` over the questions where both were offered a gold source."""
+    pairs = [(_gold_cited(own[q]), _gold_cited(other[q])) for q in other if q in own]
+    kept = [(a, b) for a, b in pairs if a is not None and b is not None]
+    return paired_difference([a for a, _ in kept], [b for _, b in kept])
+
+
 # report -------------------------------------------------------------------------------
 def _ci(value: dict[str, float] | None, digits: int = 2) -> str:
     if not value:
@@ -437,52 +513,51 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def answer_table(bench: Bench, evaluated: Sequence[str], order: str) -> list[str]:
-    """The grounded-answer table of the evaluations with one source order (none: no lines)."""
+def answer_table(bench: Bench, evaluated: Sequence[str], order: str, seeds: Sequence[int]) -> list[str]:
+    """The grounded-answer table of the evaluations with one source order, over the given draws (none: no lines)."""
+    from eval.answer_quality import summarise_answers
+
     lines: list[str] = []
-    names = [n for n in ("base", *evaluated) if (eval_dir(bench, n, order) / "results.json").is_file()]
+    rows = {n: pooled_rows(bench, n, order, seeds) for n in ("base", *evaluated)}
+    names = [n for n, r in rows.items() if r]
     if not names:
         return lines
-    base_rows = answer_rows(bench, "base", order) if "base" in names else {}
     shown = (
         "their merged rank, as the gateway sends them"
         if order == "retrieval"
         else "a seeded permutation of each prompt's sources, the same for every model (`--source-order shuffled`)"
     )
+    drawn = f"draw (seed) {seeds[0]}" if len(seeds) == 1 else f"draws (seeds) {', '.join(map(str, seeds))} pooled"
     lines += [
         "",
-        f"Grounded answers, sources in {order} order ({shown}): `fedrag eval run` on the {EVAL['suite']} suite "
-        f"(`fed-all`, structured answers, {EVAL['answer_limit']} answerable questions, the same for every "
-        "adapter; the embedded llama.cpp server with the adapter as `--lora`). Rates with 95% bootstrap "
-        "intervals; gold-citation difference paired by question against the base model.",
+        f"Grounded answers, sources in {order} order ({shown}): `fedrag eval run` on the {EVAL['suite']} suite, "
+        f"{drawn} (`fed-all`, structured answers, {EVAL['answer_limit']} answerable questions per draw, the same "
+        "for every adapter; the embedded llama.cpp server with the adapter as `--lora`). Rates with 95% bootstrap "
+        "intervals; gold-citation differences paired by question.",
         "",
-        "| model | well-formed | cites a source | gold-citation rate | vs base (paired) | gold not [1]: cited |"
-        " cites only gold | sources cited / answer | supported claims | generate ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | well-formed | cites a source | gold-citation rate | vs base (paired) | vs one silo (paired) |"
+        " gold not [1]: cited | cites only gold | sources cited / answer | supported claims | generate ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
-        results = json.loads((eval_dir(bench, name, order) / "results.json").read_text())
-        s = results["suites"][EVAL["suite"]]["fed-all"]["free_form"]["structured"]
-        diff = "–"
-        own = answer_rows(bench, name, order)
-        if name != "base" and base_rows:
-            pairs = [(_gold_cited(own[q]), _gold_cited(base_rows[q])) for q in base_rows if q in own]
-            kept = [(a, b) for a, b in pairs if a is not None and b is not None]
-            diff = _signed(paired_difference([a for a, _ in kept], [b for _, b in kept]))
+        own = rows[name]
+        s = summarise_answers(list(own.values()))
+        vs_base = _signed(paired_gold_citation(own, rows["base"])) if name != "base" and rows["base"] else "–"
+        vs_one = _signed(paired_gold_citation(own, rows[ONE_SILO])) if name not in ("base", ONE_SILO) else "–"
         only = [v for v in (_only_gold(r) for r in own.values()) if v is not None]
         not_first = [v for r in own.values() if (v := _gold_cited(r)) is not None and r["sources"][0] not in r["gold"]]
         counts = [float(len(r.get("cited") or [])) for r in own.values() if r.get("generated")]
         lines.append(
             f"| {'base model' if name == 'base' else name} | {_ci(s['well_formed'])} | {_ci(s['citation_rate'])} | "
-            f"{_ci(s['gold_citation_rate'])} | {diff} | {_ci(interval(not_first))} | "
-            f"{_ci(interval(only))} | {_ci(interval(counts), 1)} | "
+            f"{_ci(s['gold_citation_rate'])} | {vs_base} | {vs_one if rows.get(ONE_SILO) else '–'} | "
+            f"{_ci(interval(not_first))} | {_ci(interval(only))} | {_ci(interval(counts), 1)} | "
             f"{_ci(s['supported_claims'])} | "
             f"{s['generate_ms']['mean'] if s['generate_ms'] else float('nan'):.0f} |"
         )
     return lines
 
 
-def report(bench: Bench, configs: Sequence[TrainConfig], evaluated: Sequence[str]) -> str:
+def report(bench: Bench, configs: Sequence[TrainConfig], evaluated: Sequence[str], seeds: Sequence[int]) -> str:
     """The benchmark's tables (markdown), from what the work directory holds."""
     configs = [c for c in configs if (bench.run_dir(c.name) / "report.json").is_file()]
     reports = {c.name: json.loads((bench.run_dir(c.name) / "report.json").read_text()) for c in configs}
@@ -511,7 +586,10 @@ def report(bench: Bench, configs: Sequence[TrainConfig], evaluated: Sequence[str
             f"{before if before is None else f'{before:.4f}'} → {after if after is None else f'{after:.4f}'} |"
         )
     for order in SOURCE_ORDERS:
-        lines += answer_table(bench, evaluated, order)
+        for seed in seeds:
+            lines += answer_table(bench, evaluated, order, [seed])
+        if len(seeds) > 1:
+            lines += answer_table(bench, evaluated, order, seeds)
     # cost
     lines += [
         "",
@@ -587,6 +665,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="Evaluation suite: medical (unseen ontology silos), or code (Python documentation: another domain, "
         "where retrieval often does not rank the gold passage first).",
     )
+    parser.add_argument(
+        "--eval-seeds",
+        default="0",
+        help="Evaluation draws (questions and documents), comma list; with several, the tables pool the paired "
+        "differences over every draw's questions. A draw holding a training document is refused.",
+    )
+    parser.add_argument(
+        "--code-silo",
+        action="store_true",
+        help=f"Federated runs train on a fourth silo, '{CODE_SILO}': Python documentation (none of the code "
+        "suite's documents), the code suite's domain. Fixed when the work directory is built.",
+    )
     args = parser.parse_args(argv)
     EVAL["suite"] = args.suite
     EVAL["answer_limit"] = args.answer_limit
@@ -604,14 +694,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         passage_chars=args.passage_chars,
         retrieval_order_share=args.retrieval_order_share,
         citation_weight=args.citation_weight,
+        train_silos=(*TRAIN_SILOS, CODE_SILO) if args.code_silo else TRAIN_SILOS,
     )
+    built = bench.work / "data.json"
+    if built.is_file() and (CODE_SILO in json.loads(built.read_text())["silos"]) != args.code_silo:
+        parser.error(f"{bench.work} was built {'with' if not args.code_silo else 'without'} --code-silo: keep it so")
+    every = train_configs(bench.train_silos)
     wanted = None if args.only == "all" else {n.strip() for n in args.only.split(",") if n.strip()}
-    unknown = (wanted or set()) - {c.name for c in CONFIGS}
+    unknown = (wanted or set()) - {c.name for c in every}
     if unknown:
-        parser.error(f"unknown configuration(s) {', '.join(sorted(unknown))}: {', '.join(c.name for c in CONFIGS)}")
-    configs = [c for c in CONFIGS if wanted is None or c.name in wanted]
+        parser.error(f"unknown configuration(s) {', '.join(sorted(unknown))}: {', '.join(c.name for c in every)}")
+    configs = [c for c in every if wanted is None or c.name in wanted]
     evaluated = [n.strip() for n in args.evaluate.split(",") if n.strip()]
     orders = [o.strip() for o in args.source_orders.split(",") if o.strip()]
+    try:
+        seeds = sorted({int(n) for n in args.eval_seeds.split(",") if n.strip()})
+    except ValueError:
+        parser.error(f"--eval-seeds takes a comma list of integers, not {args.eval_seeds!r}")
+    if not seeds:
+        parser.error("--eval-seeds needs at least one seed")
     if set(orders) - set(SOURCE_ORDERS):
         parser.error(f"--source-orders takes {', '.join(SOURCE_ORDERS)}")
     bench.work.mkdir(parents=True, exist_ok=True)
@@ -623,10 +724,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.skip_loss:
         held_out_losses(bench, [c.name for c in configs])
     if not args.skip_eval:
-        for order in orders:
-            for name in ("base", *[n for n in evaluated if wanted is None or n in wanted]):
-                evaluate(bench, name, order, args.eval_cpus)
-    tables = report(bench, CONFIGS, evaluated)
+        for seed in seeds:
+            EVAL["seed"] = seed
+            check_unseen(bench)
+            for order in orders:
+                for name in ("base", *[n for n in evaluated if wanted is None or n in wanted]):
+                    evaluate(bench, name, order, args.eval_cpus)
+    tables = report(bench, every, evaluated, seeds)
     tables_file = "tables.md" if EVAL["suite"] == "medical" else f"tables-{EVAL['suite']}.md"
     (bench.work / tables_file).write_text(tables + "\n", encoding="utf-8")
     print(tables)

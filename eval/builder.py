@@ -135,7 +135,12 @@ def build_federation(
         identity.save(root / "keys" / name)
     membership = Membership(
         name=root.name,
-        embedding=EmbeddingSpec(model=encoder.model_id, dimension=encoder.dimension, fingerprint=encoder.fingerprint),
+        embedding=EmbeddingSpec(
+            model=encoder.model_id,
+            dimension=encoder.dimension,
+            fingerprint=encoder.fingerprint,
+            backend=getattr(encoder, "backend", "torch"),
+        ),
         silos=tuple(
             SiloEntry(
                 name=name,

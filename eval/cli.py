@@ -50,7 +50,32 @@ class _Bars(RunProgress):
 
 @app.command("run")
 def run(
-    suite: Annotated[str, typer.Option(help="Suite(s): medical, code, or all.")] = "all",
+    suite: Annotated[str, typer.Option(help="Suite(s): medical, code, or all (ignored with --corpus).")] = "all",
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own corpus instead of the packaged suites: a directory with one folder per silo (read as "
+            "'fedrag silo ingest' reads a folder), or a JSONL file of {id, title, text, metadata, silo} records. "
+            "Every document is ingested. Needs --questions.",
+        ),
+    ] = None,
+    questions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own questions (with --corpus): JSONL of {id, question, gold} records, gold the id or ids of "
+            "the corpus documents that answer it.",
+        ),
+    ] = None,
+    encoder_backend: Annotated[
+        str,
+        typer.Option(
+            help="What runs the embedding model for every silo and question: torch, openvino or openvino-bf16 "
+            "(see 'fedrag federation init --help'); compare backends by running each into its own --out."
+        ),
+    ] = "torch",
+    silo_field: Annotated[
+        str, typer.Option(help="The field (top level or in metadata) naming each JSONL corpus record's silo.")
+    ] = "silo",
     configs: Annotated[
         str, typer.Option(help="Configurations (comma list, globs allowed, or 'all'); see 'fedrag eval configs'.")
     ] = "all",
@@ -126,8 +151,17 @@ def run(
     from eval.configs import select_configs
     from eval.evaluation import run_evaluation
     from eval.runner import RunOptions
+    from federation.encoder import ENCODER_BACKENDS
     from federation.errors import ConfigError
 
+    if encoder_backend not in ENCODER_BACKENDS:
+        raise ConfigError(f"--encoder-backend must be one of {', '.join(ENCODER_BACKENDS)}, not '{encoder_backend}'")
+    if (corpus is None) != (questions is None):
+        raise ConfigError("--corpus and --questions go together: your documents, and questions about them")
+    if corpus is not None and questions is not None:
+        from eval.own_suite import load_own_suite
+
+        load_own_suite(corpus, questions, silo_field=silo_field, retrieval_limit=limit, seed=seed)  # fail before OUT
     if serve not in ("inprocess", "process"):
         raise ConfigError(f"--serve must be inprocess or process, not '{serve}'")
     if source_order not in ("retrieval", "shuffled"):
@@ -185,6 +219,10 @@ def run(
         seed=seed,
         lora_adapters=adapters,
         source_order=source_order,  # type: ignore[arg-type]
+        corpus=corpus,
+        questions=questions,
+        silo_field=silo_field,
+        encoder_backend=encoder_backend,
     )
     # Silos served for DP configurations keep no audit log (nothing here outlives the run), which
     # the release policy rightly warns about in production; the warning is noise in an evaluation.

@@ -70,6 +70,11 @@ class CachingEncoder:
         """The wrapped encoder's fingerprint (the cache never changes an output)."""
         return self._inner.fingerprint
 
+    @property
+    def backend(self) -> str:
+        """What runs the wrapped encoder's model (``torch`` unless it says otherwise)."""
+        return str(getattr(self._inner, "backend", "torch"))
+
     def __len__(self) -> int:
         return len(self._vectors)
 

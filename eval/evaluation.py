@@ -23,7 +23,7 @@ from eval.records import QuestionLog
 from eval.report import write_report
 from eval.runner import Progress, RunOptions, iter_suites, run_suite, write_run_file
 from eval.suites import SuiteData
-from federation.encoder import Encoder, SentenceTransformerEncoder
+from federation.encoder import Encoder, make_encoder
 from federation.services import fedrag_service, free_port
 from gateway.llm_client import LLMClient, LLMSettings
 
@@ -109,10 +109,10 @@ def run_evaluation(
     options: RunOptions, *, suites: str, progress: Progress, encoder: Encoder | None = None
 ) -> dict[str, Any]:
     """Run (or resume) the evaluation into ``options.out``; return the results written."""
-    names = list(iter_suites(suites))
+    names = options.suites or list(iter_suites(suites))
     write_run_file(options)
     started = time.perf_counter()
-    caching = CachingEncoder(encoder or SentenceTransformerEncoder(), options.out / "cache")
+    caching = CachingEncoder(encoder or make_encoder(options.encoder_backend), options.out / "cache")
     with _llm_endpoint(options) as url:
         asyncio.run(_run(options, names, caching, progress, url))
     caching.save()

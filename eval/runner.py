@@ -46,6 +46,7 @@ from eval.datasets import RetrievalQuestion
 from eval.embedding_cache import CachingEncoder
 from eval.grading import grade, pose
 from eval.metrics import citation_validity, ndcg_at_k, recall_at_k, silo_recall
+from eval.own_suite import OWN_SUITE, load_own_suite, own_corpus_digest
 from eval.partition import PartitionName, document_vectors, partition_documents
 from eval.records import QuestionLog
 from eval.suites import SuiteData, corpus_description, load_suite
@@ -106,6 +107,9 @@ class RunOptions:
     ``source_order`` ``shuffled`` shows each answer prompt's sources in a seeded permutation
     instead of their merged rank: a position-bias probe (does the model cite the source that
     answers, or the first one?).
+    ``corpus`` and ``questions`` (both or neither) replace the packaged suites with the user's own
+    (:mod:`eval.own_suite`; ``silo_field`` names each JSONL record's silo). ``encoder_backend``
+    runs the embedding model for every silo and question (:data:`federation.encoder.ENCODER_BACKENDS`).
     """
 
     out: Path
@@ -136,6 +140,10 @@ class RunOptions:
     seed: int = 0
     lora_adapters: tuple[LoraAdapter, ...] = ()
     source_order: SourceOrderName = "retrieval"
+    corpus: Path | None = None
+    questions: Path | None = None
+    silo_field: str = "silo"
+    encoder_backend: str = "torch"
 
     def identity(self) -> dict[str, Any]:
         """The options that decide questions and answers: a resumed run must use the same.
@@ -148,7 +156,20 @@ class RunOptions:
             identity["lora"] = adapter_identity(self.lora_adapters)
         if self.source_order != "retrieval":
             identity["source_order"] = self.source_order
+        if self.encoder_backend != "torch":
+            identity["encoder_backend"] = self.encoder_backend
+        if self.corpus is not None and self.questions is not None:
+            identity["own"] = {
+                "corpus": own_corpus_digest(self.corpus),
+                "questions": own_corpus_digest(self.questions),
+                "silo_field": self.silo_field,
+            }
         return identity
+
+    @property
+    def suites(self) -> list[str] | None:
+        """The suites a user's own corpus makes (``own``); None: the packaged ones."""
+        return [OWN_SUITE] if self.corpus is not None else None
 
     @property
     def default_adapter(self) -> str | None:
@@ -592,7 +613,28 @@ async def run_suite(
 ) -> SuiteData:
     """Run every configuration of ``options`` on ``suite``; rows go to ``log``."""
     answering = any(options.answers(c) for c in options.configs)
-    data = load_suite(
+    if suite == OWN_SUITE and options.corpus is not None and options.questions is not None:
+        data = load_own_suite(
+            options.corpus,
+            options.questions,
+            silo_field=options.silo_field,
+            retrieval_limit=options.retrieval_limit,
+            seed=options.seed,
+        )
+    else:
+        data = _packaged_suite(options, suite, answering)
+    for reason in data.skipped:
+        progress.note(f"skipped: {reason}")
+    caching = encoder if isinstance(encoder, CachingEncoder) else CachingEncoder(encoder, options.out / "cache")
+    run = SuiteRun(options, data, caching, log, progress)
+    for config in options.configs:
+        await run.run_config(config, llm)
+    caching.save()
+    return data
+
+
+def _packaged_suite(options: RunOptions, suite: str, answering: bool) -> SuiteData:
+    return load_suite(
         suite,
         retrieval_limit=options.retrieval_limit,
         mc_limit=options.mc_limit,
@@ -602,14 +644,6 @@ async def run_suite(
         abstain_limit=options.abstain_limit if answering else 0,
         calibration_limit=options.calibration_limit if answering else 0,
     )
-    for reason in data.skipped:
-        progress.note(f"skipped: {reason}")
-    caching = encoder if isinstance(encoder, CachingEncoder) else CachingEncoder(encoder, options.out / "cache")
-    run = SuiteRun(options, data, caching, log, progress)
-    for config in options.configs:
-        await run.run_config(config, llm)
-    caching.save()
-    return data
 
 
 def write_run_file(options: RunOptions) -> None:

@@ -46,8 +46,10 @@ class EmbeddingSpec(_Entry):
     model: str = Field(min_length=1, description="Model id, e.g. sentence-transformers/all-MiniLM-L6-v2.")
     dimension: int = Field(ge=1, le=8192, description="Vector dimension.")
     fingerprint: str = Field(min_length=8, description="Hash identifying the model, its weights and the backend.")
-    backend: Literal["torch", "openvino"] = Field(
-        "torch", description="What runs the model: torch (sentence-transformers) or openvino (faster on CPU)."
+    backend: Literal["torch", "openvino", "openvino-bf16"] = Field(
+        "torch",
+        description="What runs the model: torch (sentence-transformers), openvino (float32, faster on CPU) or "
+        "openvino-bf16 (bfloat16 on CPUs that compute in it, faster still).",
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,21 @@ class LiveIndex:
     """A :class:`VectorIndex` plus the store sequence number it reflects.
 
     Thread-safe: the index itself lets searches run concurrently with each other and waits
-    them out for mutations; this class serialises its own mutations (sync, save).
+    them out for mutations; this class serialises its own mutations (sync, save). ``on_removed``
+    is called with the ids of the chunks each sync removes (the release policy forgets their text).
     """
 
-    def __init__(self, store: SiloStore, settings: IndexSettings, dimension: int, snapshot_path: Path) -> None:
+    def __init__(
+        self,
+        store: SiloStore,
+        settings: IndexSettings,
+        dimension: int,
+        snapshot_path: Path,
+        *,
+        on_removed: Callable[[Sequence[int]], None] | None = None,
+    ) -> None:
         self._store = store
+        self._on_removed = on_removed  # told the ids of chunks the store removed, once they leave the index
         self._settings = settings
         self._dimension = dimension
         self._path = Path(snapshot_path)
@@ -88,6 +99,8 @@ class LiveIndex:
             changes = self._store.changes_since(self._seq)
             if changes.removed:
                 self._index.remove(changes.removed)
+                if self._on_removed is not None:
+                    self._on_removed(changes.removed)
             if changes.added:
                 present = set(self._index.ids().tolist())
                 fresh = [cid for cid in changes.added if cid not in present]

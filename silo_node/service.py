@@ -63,9 +63,11 @@ class SiloService:
         self._check_membership()
         self.dimension = self.membership.embedding.dimension
         self.store = SiloStore(self.silo_dir / DB_FILE, dimension=self.dimension)
-        self.index = LiveIndex(self.store, settings.index, self.dimension, self.silo_dir / INDEX_FILE)
         audit = AuditLog(self.silo_dir / AUDIT_FILE) if settings.policy.audit_log else None
         self.policy = ReleasePolicy(settings.policy, audit=audit)
+        self.index = LiveIndex(
+            self.store, settings.index, self.dimension, self.silo_dir / INDEX_FILE, on_removed=self.policy.forget
+        )
         self._encoder = encoder
         self._card: tuple[int, SiloCard] | None = None
         self._saved_seq = -1

@@ -7,7 +7,9 @@ anything was released or the request was refused.
 
 Redaction is the costly step (regular expressions over every released string), and a
 chunk's text, title and metadata never change under its id (a re-ingested document gets new
-chunk ids), so each chunk's redacted form is kept in a bounded cache.
+chunk ids), so each chunk's redacted form is kept in a bounded cache. The silo calls
+:meth:`ReleasePolicy.forget` with the ids of deleted chunks, so a deleted document's text does
+not stay in memory.
 """
 
 from __future__ import annotations
@@ -253,6 +255,17 @@ class ReleasePolicy:
                 )
             )
         return hits, total
+
+    def forget(self, chunk_ids: Sequence[int]) -> None:
+        """Drop the cached redacted forms of these chunks (deleted or replaced: never asked for again)."""
+        with self._redacted_lock:
+            for chunk_id in chunk_ids:
+                self._redacted.pop(int(chunk_id), None)
+
+    def cached_chunk_ids(self) -> frozenset[int]:
+        """Ids of the chunks whose redacted form is held in memory."""
+        with self._redacted_lock:
+            return frozenset(self._redacted)
 
     def _released_fields(self, candidate: Candidate) -> tuple[str, str | None, dict[str, Any], int]:
         """(title, text or None, metadata, redactions) of a chunk as it may leave, cached by chunk id."""

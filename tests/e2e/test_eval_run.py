@@ -174,3 +174,63 @@ def test_eval_run_reports_every_configuration_and_resumes(tmp_path: Path) -> Non
     assert again.returncode == 0 and len(rows(out)) == len(after)
     other = fedrag_eval("run", *BASE, "--limit", "9", "--out", str(out))
     assert other.returncode == 1 and "other settings" in other.stderr
+
+
+def own_corpus(tmp_path: Path) -> tuple[Path, Path]:
+    """A corpus of three silo folders and four questions about it, as a user would write them."""
+    corpus = tmp_path / "corpus"
+    documents = {
+        "cardiology/hcm.md": "# Hypertrophic cardiomyopathy\n\nThe wall between the ventricles thickens.\n",
+        "cardiology/afib.md": "# Atrial fibrillation\n\nAn irregular heart rhythm that raises stroke risk.\n",
+        "dermatology/psoriasis.md": "# Psoriasis\n\nRed, scaly patches on the knees and elbows.\n",
+        "python/json.md": "# Parsing JSON\n\njson.loads turns a JSON string into Python dicts and lists.\n",
+    }
+    for name, text in documents.items():
+        (corpus / name).parent.mkdir(parents=True, exist_ok=True)
+        (corpus / name).write_text(text)
+    questions = tmp_path / "questions.jsonl"
+    asked = [
+        ("Which disease thickens the wall between the heart's ventricles?", "hcm.md"),
+        ("What irregular heartbeat increases stroke risk?", "afib.md"),
+        ("What causes scaly red patches on elbows?", "psoriasis.md"),
+        ("How do I turn a JSON string into a dict?", "json.md"),
+    ]
+    questions.write_text("".join(json.dumps({"question": q, "gold": g}) + "\n" for q, g in asked))
+    return corpus, questions
+
+
+def test_eval_run_measures_your_own_corpus_and_questions(tmp_path: Path) -> None:
+    corpus, questions = own_corpus(tmp_path)
+    out = tmp_path / "eval"
+    own = ["--corpus", str(corpus), "--questions", str(questions), "--llm-configs", "", "--answer-configs", ""]
+    done = fedrag_eval("run", *own, "--configs", "central,fed-all,fed-routed-centroid", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "## Suite `own`" in done.stdout and "4 documents in the silos; 4 retrieval questions" in done.stdout
+    results = json.loads((out / "results.json").read_text())["suites"]["own"]
+    every = results["fed-all"]["retrieval"]
+    assert every["questions"] == 4 and every["silos_asked"] == 3.0  # one silo per folder
+    assert every["recall@k"]["mean"] == results["central"]["retrieval"]["recall@k"]["mean"] == 1.0
+    assert results["fed-routed-centroid"]["retrieval"]["silos_asked"] < 3.0
+    # Other questions in the same OUT are another run: refused, not mixed into this one's figures.
+    questions.write_text(json.dumps({"question": "What is psoriasis?", "gold": "psoriasis.md"}) + "\n")
+    mixed = fedrag_eval("run", *own, "--configs", "central", "--out", str(out))
+    assert mixed.returncode == 1 and "holds a run with other settings (own)" in mixed.stderr
+    questions.write_text(json.dumps({"question": "What is gout?", "gold": "gout.md"}) + "\n")
+    bad = fedrag_eval("run", *own, "--out", str(tmp_path / "other"))
+    assert bad.returncode == 1 and "'gout.md' are not in the corpus" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_eval_run_embeds_with_the_backend_it_is_given(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    corpus, questions = own_corpus(tmp_path)
+    out = tmp_path / "eval"
+    own = ["--corpus", str(corpus), "--questions", str(questions), "--llm-configs", "", "--configs", "fed-all"]
+    done = fedrag_eval("run", *own, "--encoder-backend", "openvino-bf16", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    retrieval = json.loads((out / "results.json").read_text())["suites"]["own"]["fed-all"]["retrieval"]
+    assert retrieval["recall@k"]["mean"] == 1.0
+    memberships = list((out / "federations").rglob("federation.toml"))
+    assert memberships and all('backend = "openvino-bf16"' in m.read_text() for m in memberships)
+    bad = fedrag_eval("run", *own, "--encoder-backend", "onnx", "--out", str(tmp_path / "other"))
+    assert bad.returncode == 1 and "--encoder-backend must be one of torch, openvino, openvino-bf16" in bad.stderr

@@ -1,4 +1,4 @@
-"""The OpenVINO backend of the embedding model: the same vectors as torch, named in the fingerprint."""
+"""The OpenVINO backends of the embedding model: (nearly) the same vectors as torch, named in the fingerprint."""
 
 from __future__ import annotations
 
@@ -62,3 +62,23 @@ def test_a_converted_model_is_reused_from_the_cache(openvino_encoder, tmp_path_f
     cached[0].write_text("torn")  # a damaged cache converts again instead of failing
     repaired = OpenVINOEncoder(cache_dir=openvino_encoder._cache_dir)
     np.testing.assert_allclose(repaired.encode(TEXTS), openvino_encoder.encode(TEXTS), atol=1e-6)
+
+
+def test_the_bfloat16_backend_stays_close_to_torch_and_is_its_own_fingerprint(
+    openvino_encoder, encoder: SentenceTransformerEncoder
+) -> None:
+    from federation.openvino_encoder import OpenVINOEncoder
+
+    fast = OpenVINOEncoder(cache_dir=openvino_encoder._cache_dir, bfloat16=True)
+    vectors = fast.encode(TEXTS, batch_size=2)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert float((vectors * encoder.encode(TEXTS)).sum(axis=1).min()) > 0.999
+    spec = fast.spec()
+    assert spec.backend == "openvino-bf16" and "openvino-bf16" in repr(fast)
+    assert len({spec.fingerprint, openvino_encoder.fingerprint, encoder.fingerprint}) == 3
+    rebuilt = encoder_for(spec)
+    assert isinstance(rebuilt, OpenVINOEncoder) and rebuilt.fingerprint == spec.fingerprint
+    assert len(list(openvino_encoder._cache_dir.rglob("model.xml"))) == 1  # one converted model for both precisions
+    if "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        compiled, _ = fast._load()
+        assert "bfloat16" in str(compiled.get_property("INFERENCE_PRECISION_HINT"))

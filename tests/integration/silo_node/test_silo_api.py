@@ -102,6 +102,35 @@ async def test_operator_adds_lists_and_deletes_documents(silo_app, alpha_client,
         assert stats["documents"] >= 10 and stats["index_vectors"] == stats["chunks"]
 
 
+async def test_a_replaced_or_deleted_documents_text_leaves_the_silos_memory(
+    silo_app, alpha_client, encoder, federation
+) -> None:
+    service = silo_app.app.state.service
+    doc = {
+        "id": "zebra-fever",
+        "title": "Zebra fever",
+        "text": "Zebra fever makes striped horses hum; call 555-123-4567.",
+    }
+
+    def chunk_ids() -> set[int]:
+        return {c.chunk_id for c in service.store.document_chunks("zebra-fever")}
+
+    async with httpx.AsyncClient(transport=silo_app, base_url="http://alpha", headers=OPERATOR) as op:
+        await op.post("/v1/admin/documents", json={"documents": [doc]})
+        reply = await ask(alpha_client, encoder, federation, "striped horses hum", k=1)
+        assert reply.hits[0].doc_id == "zebra-fever" and "555-123-4567" not in (reply.hits[0].text or "")
+        first = chunk_ids()
+        assert first and first <= service.policy.cached_chunk_ids()  # its redacted form is kept for the next search
+        changed = {**doc, "text": "Zebra fever was renamed stripe syndrome; it makes horses sing."}
+        await op.post("/v1/admin/documents", json={"documents": [changed]})
+        reply = await ask(alpha_client, encoder, federation, "striped horses sing", k=1)
+        assert "sing" in (reply.hits[0].text or "")
+        second = chunk_ids()
+        assert second <= service.policy.cached_chunk_ids() and not first & service.policy.cached_chunk_ids()
+        assert (await op.delete("/v1/admin/documents/zebra-fever")).status_code == 200
+        assert not second & service.policy.cached_chunk_ids()
+
+
 @pytest.mark.parametrize(
     ("headers", "status", "code"),
     [
