@@ -1,7 +1,8 @@
 """Silo node overheads, as ratios measured side by side in one run.
 
 1. The node's in-process search (signature-free service call: index + store + policy)
-   vs the raw FAISS call on the same vectors.
+   vs the raw FAISS call on the same vectors, with an index of the kind the node holds (flat
+   up to ``--approximate-threshold`` vectors, HNSW with the node's settings above it).
 2. A signed HTTP search on loopback (a real ``fedrag silo serve`` process) vs in-process.
 3. The node's throughput (searches/s) at 1, 4 and 16 concurrent gateways (one connection each).
 4. Ingestion throughput with the real encoder (chunks/s), end to end.
@@ -10,6 +11,7 @@ Passages are ``--passage-chars`` long (clinical-style text with numbers, so the 
 policy's PII redaction does the work it does on real passages).
 
     python bench/bench_silo.py --vectors 20000 --queries 300 --ingest-docs 1000
+    python bench/bench_silo.py --vectors 100000 --approximate-threshold 200000 --concurrency 1 --ingest-docs 0
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from federation.client import SiloClient
-from federation.config import SiloSettings, load_silo_settings, write_silo_settings
+from federation.config import IndexSettings, SiloSettings, load_silo_settings, write_silo_settings
 from federation.encoder import Encoder, SentenceTransformerEncoder
 from federation.identity import Identity
 from federation.membership import GatewayEntry, Membership, SiloEntry, save_membership
@@ -43,7 +45,7 @@ from silo_node.service import SiloService
 from silo_node.store import DocumentRecord
 
 
-def setup(root: Path, encoder: Encoder) -> tuple[Path, Identity, Membership]:
+def setup(root: Path, encoder: Encoder, index: IndexSettings | None = None) -> tuple[Path, Identity, Membership]:
     gateway, silo = Identity.generate(), Identity.generate()
     gateway.save(root / "keys/gw")
     silo.save(root / "keys/silo")
@@ -63,6 +65,7 @@ def setup(root: Path, encoder: Encoder) -> tuple[Path, Identity, Membership]:
             federation_file=Path("../federation.toml"),
             key_file=Path("../keys/silo/private.pem"),
             operator_token_sha256=hashlib.sha256(b"x").hexdigest(),
+            index=index or IndexSettings(),
         ),
     )
     return silo_dir, gateway, membership
@@ -105,6 +108,25 @@ def fill_with_vectors(service: SiloService, n: int, dim: int, seed: int, chars: 
     return vectors
 
 
+def raw_index(settings: IndexSettings, vectors: np.ndarray) -> tuple[str, faiss.Index]:
+    """A bare FAISS index of the kind a node with ``settings`` holds for ``vectors`` (the baseline)."""
+    dim = vectors.shape[1]
+    if settings.backend != "faiss":
+        raise SystemExit("the raw baseline is built for the faiss backend only")
+    if len(vectors) <= settings.approximate_threshold:
+        index = faiss.IndexFlatIP(dim)
+        kind = "flat"
+    elif settings.faiss_approximate == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = settings.hnsw_ef_construction
+        index.hnsw.efSearch = settings.hnsw_ef_search
+        kind = f"HNSW (M={settings.hnsw_m}, efSearch={settings.hnsw_ef_search})"
+    else:
+        raise SystemExit("the raw baseline is built for flat and HNSW indexes only")
+    index.add(vectors)
+    return kind, index
+
+
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
@@ -118,17 +140,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--passage-chars", type=int, default=1000)
     parser.add_argument("--concurrency", default="1,4,16", help="Concurrent gateways for the throughput run.")
+    parser.add_argument(
+        "--approximate-threshold",
+        type=int,
+        default=IndexSettings().approximate_threshold,
+        help="The silo's index.approximate_threshold: flat up to this many vectors, HNSW above.",
+    )
     args = parser.parse_args()
 
     encoder = SentenceTransformerEncoder()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        silo_dir, gateway, membership = setup(root, encoder)
+        index_settings = IndexSettings(approximate_threshold=args.approximate_threshold)
+        silo_dir, gateway, membership = setup(root, encoder, index_settings)
         dim = membership.embedding.dimension
         service = SiloService(load_silo_settings(silo_dir), silo_dir, encoder=encoder).open()
         vectors = fill_with_vectors(service, args.vectors, dim, args.seed, args.passage_chars)
-        raw = faiss.IndexFlatIP(dim)
-        raw.add(vectors)
+        kind, raw = raw_index(index_settings, vectors)
+        node_kind = service.index.kind
         rng = np.random.default_rng(args.seed + 1)
         queries = rng.normal(size=(args.queries, dim)).astype(np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
@@ -184,12 +213,12 @@ def main() -> None:
             rates = {c: asyncio.run(throughput(c)) for c in (int(x) for x in args.concurrency.split(","))}
 
         print(
-            f"## search overheads ({args.vectors} vectors, dim {dim}, k={args.k}, {args.queries} queries, flat index, "
-            f"{args.passage_chars}-character passages)"
+            f"## search overheads ({args.vectors} vectors, dim {dim}, k={args.k}, {args.queries} queries, {kind} index "
+            f"({node_kind} in the node), {args.passage_chars}-character passages)"
         )
         print("| path | median ms | ratio |")
         print("|---|---|---|")
-        print(f"| raw faiss IndexFlatIP.search | {median_ms(raw_t):.3f} | 1.00 |")
+        print(f"| raw faiss search, {kind} | {median_ms(raw_t):.3f} | 1.00 |")
         print(
             f"| node in-process search (index + store + policy) | {median_ms(node_t):.3f} | "
             f"{median_ms(node_t) / median_ms(raw_t):.2f} x raw |"
@@ -208,6 +237,8 @@ def main() -> None:
         for clients, rate in rates.items():
             print(f"| {clients} | {rate:.0f} | {rate / first:.2f} |")
 
+        if not args.ingest_docs:
+            return
         texts = [
             f"Clinical summary {i}. The patient presented with symptom {i % 53} and was treated for condition "
             f"{i % 211}.\n\nFollow-up after {i % 12} weeks showed improvement in marker {i % 31}."

@@ -56,8 +56,8 @@ def federation_init(
     encoder_backend: Annotated[
         str,
         typer.Option(
-            help="What runs the embedding model at every party: torch; openvino (float32, about 1.5x faster on "
-            "CPU, the same vectors to 1e-5); or openvino-bf16 (bfloat16 on CPUs with AMX or AVX-512 BF16, about 3x "
+            help="What runs the embedding model at every party: torch; openvino (float32, 1.3-1.5x faster on "
+            "CPU, the same vectors to 1e-5); or openvino-bf16 (bfloat16 on CPUs with AMX or AVX-512 BF16, 3.5-4x "
             "faster, cosine 0.9999 to torch's vectors). Part of the fingerprint: all parties run the one named here."
         ),
     ] = "torch",

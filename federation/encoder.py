@@ -6,7 +6,7 @@ hashes the model's weight and configuration files, so two parties agree on it on
 they run the same weights. The ``openvino`` backend
 (:class:`federation.openvino_encoder.OpenVINOEncoder`) runs the same folder faster on CPU, in
 float32; ``openvino-bf16`` runs it in bfloat16 on CPUs that compute in it (AMX, AVX-512 BF16),
-about 3x torch with vectors at cosine 0.9999 to torch's (``bench/bench_encoder.py``). The backend
+3.7x torch with vectors at cosine 0.9999 to torch's (``bench/bench_encoder.py``). The backend
 is part of the fingerprint, and :func:`encoder_for` builds the encoder a federation's
 ``[embedding]`` section names.
 """

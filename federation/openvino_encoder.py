@@ -4,12 +4,12 @@
 transformer, with the folder's own tokenizer, mean pooling and normalisation) to an
 OpenVINO model with ``openvino.convert_model``, offline, and keeps the converted files in a
 cache directory so later starts skip the conversion. The weights stay float32 on disk; the
-``openvino`` backend computes in float32 (on 2 cores about 1.5x torch's chunks/s for
+``openvino`` backend computes in float32 (on 2 cores 1.3-1.5x torch's chunks/s for
 ~1,000-character chunks, the same vectors to 1e-5), ``openvino-bf16`` in bfloat16 on a CPU that
-computes in it (AMX or AVX-512 BF16: about 3x torch, cosine above 0.9999 to the torch vectors and
+computes in it (AMX or AVX-512 BF16: 3.7x torch, cosine above 0.9999 to the torch vectors and
 overlap@10 above 0.99; ``bench/bench_encoder.py``). On a CPU without bfloat16 the bf16 backend
-computes in float32, with a warning: the vectors differ from a bfloat16 party's by less than
-between torch and bfloat16. The backend is part of the fingerprint
+computes in float32, with a warning: its vectors are then the float32 ones, within cosine 1e-4
+of a bfloat16 party's. The backend is part of the fingerprint
 (:func:`federation.encoder.encoder_fingerprint`), so a federation says which one every party
 runs and refuses vectors from another.
 """
