@@ -28,7 +28,7 @@ from typing import Literal
 
 import httpx
 
-from federation.config import DPSettings, SiloSettings, load_silo_settings, write_silo_settings
+from federation.config import NoisySelectionSettings, SiloSettings, load_silo_settings, write_silo_settings
 from federation.encoder import Encoder
 from federation.identity import PRIVATE_KEY_FILE, Identity
 from federation.membership import EmbeddingSpec, GatewayEntry, Membership, SiloEntry, load_membership, save_membership
@@ -178,10 +178,13 @@ def build_federation(
     return BuiltFederation(root, silo_docs)
 
 
-def _silo_env(dp: DPSettings | None, search: SearchMode) -> dict[str, str]:
+def _silo_env(noisy: NoisySelectionSettings | None, search: SearchMode) -> dict[str, str]:
     env: dict[str, str] = {"FEDRAG_SILO_SEARCH__MODE": search}
-    if dp is not None:
-        env |= {f"FEDRAG_SILO_POLICY__DP__{key.upper()}": json.dumps(value) for key, value in dp.model_dump().items()}
+    if noisy is not None:
+        env |= {
+            f"FEDRAG_SILO_POLICY__NOISY_SELECTION__{key.upper()}": json.dumps(value)
+            for key, value in noisy.model_dump().items()
+        }
     return env
 
 
@@ -190,7 +193,7 @@ async def serve_silos(
     federation: BuiltFederation,
     *,
     mode: ServeMode = "inprocess",
-    dp: DPSettings | None = None,
+    noisy: NoisySelectionSettings | None = None,
     encoder: Encoder | None = None,
     search: SearchMode = "dense",
 ) -> AsyncIterator[tuple[Membership, dict[str, httpx.AsyncBaseTransport]]]:
@@ -199,14 +202,14 @@ async def serve_silos(
     Args:
         federation: what :func:`build_federation` built.
         mode: ``inprocess`` (app factory + ASGI transport) or ``process`` (``fedrag silo serve``).
-        dp: the release policy's differential privacy for this configuration (None: as built, off).
+        noisy: the release policy's noisy selection for this configuration (None: as built, off).
         search: how every silo ranks (its ``search.mode``).
         encoder: shared with in-process silos so the model is loaded once.
     """
     membership = federation.membership()
     if mode == "process":
         with contextlib.ExitStack() as stack:
-            urls = dict(stack.enter_context(_silo_processes(federation, membership, _silo_env(dp, search))))
+            urls = dict(stack.enter_context(_silo_processes(federation, membership, _silo_env(noisy, search))))
             served = membership
             for entry in membership.silos:
                 served = served.with_silo(entry.model_copy(update={"url": urls[entry.name]}))
@@ -219,8 +222,8 @@ async def serve_silos(
         for entry in membership.silos:
             silo_dir = federation.silo_dir(entry.name)
             settings = load_silo_settings(silo_dir)
-            if dp is not None:
-                settings.policy.dp = dp
+            if noisy is not None:
+                settings.policy.noisy_selection = noisy
             settings.search.mode = search
             app = create_app(silo_dir, settings, encoder=encoder)
             await stack.enter_async_context(app.router.lifespan_context(app))

@@ -6,8 +6,8 @@
 - ``fed-routed-<router>``: the ``centroid`` and ``learned`` routers choose the silos;
   ``fed-routed-learned-guard`` adds the learned router's centroid guard (the silo with the
   closest centroid is always asked).
-- ``fed-dp-eps<e>``: every silo asked, each releasing its top-k by the release policy's
-  differentially private selection at epsilon ``e`` per search.
+- ``fed-noisy-eps<e>``: every silo asked, each releasing its top-k by the release policy's
+  noisy selection at epsilon ``e`` per search (no document-level guarantee).
 - ``fed-merge-<merger>``: every silo asked, merged by ``rrf`` or ``calibrated``.
 - ``fed-lexical`` / ``fed-hybrid``: every silo asked, each ranking by BM25 alone or by BM25
   and embeddings fused (the silos' ``search.mode``; ``fed-all`` is dense).
@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_LLM_CONFIGS", "EvalConfig", "select_configs", "standard_conf
 ConfigKind = Literal["no-rag", "central", "federated"]
 ROUTERS = ("centroid", "learned")
 MERGERS = ("rrf", "calibrated")
-DP_EPSILONS = (1.0, 8.0)
+NOISY_EPSILONS = (1.0, 8.0)
 SEARCH_MODES: tuple[SearchMode, ...] = ("lexical", "hybrid")
 DEFAULT_LLM_CONFIGS = "no-rag,central,fed-all,fed-routed-learned"
 
@@ -45,7 +45,7 @@ class EvalConfig:
         partition: which partition's silos a federated configuration asks.
         router: the gateway's routing strategy.
         merger: the gateway's merger.
-        dp_epsilon: the silos' DP epsilon per search (None: DP off).
+        noisy_epsilon: the silos' noisy-selection epsilon per search (None: off).
         search: how each silo ranks (``dense``, ``lexical`` or ``hybrid``).
         router_guard: the learned router also asks the silo with the closest centroid.
     """
@@ -55,7 +55,7 @@ class EvalConfig:
     partition: PartitionName = "natural"
     router: Literal["all", "centroid", "learned"] = "all"
     merger: Literal["score", "rrf", "calibrated"] = "score"
-    dp_epsilon: float | None = None
+    noisy_epsilon: float | None = None
     search: SearchMode = "dense"
     router_guard: bool = False
 
@@ -74,8 +74,8 @@ class EvalConfig:
         if self.router_guard:
             routed += " with its centroid guard"
         text = f"{self.partition} partition, {routed}, {self.merger} merger"
-        if self.dp_epsilon is not None:
-            text += f", DP top-k at epsilon {self.dp_epsilon:g} per search"
+        if self.noisy_epsilon is not None:
+            text += f", noisy top-k at epsilon {self.noisy_epsilon:g} per search"
         if self.search != "dense":
             text += ", silos rank by BM25" if self.search == "lexical" else ", silos rank by BM25 and embeddings fused"
         return text
@@ -91,7 +91,9 @@ def _federated(partition: PartitionName) -> list[EvalConfig]:
     if partition != "natural":
         return configs
     configs.append(EvalConfig("fed-routed-learned-guard", "federated", partition, router="learned", router_guard=True))
-    configs += [EvalConfig(f"fed-dp-eps{eps:g}", "federated", partition, dp_epsilon=eps) for eps in DP_EPSILONS]
+    configs += [
+        EvalConfig(f"fed-noisy-eps{eps:g}", "federated", partition, noisy_epsilon=eps) for eps in NOISY_EPSILONS
+    ]
     configs += [
         EvalConfig(f"fed-merge-{merger}", "federated", partition, merger=merger)  # type: ignore[arg-type]
         for merger in MERGERS

@@ -52,10 +52,10 @@ from eval.records import QuestionLog
 from eval.suites import SuiteData, corpus_description, load_suite
 from federation.config import (
     ChunkingSettings,
-    DPSettings,
     GatewaySettings,
     GroundingSettings,
     LLMEndpointSettings,
+    NoisySelectionSettings,
     RetrievalSettings,
 )
 from federation.encoder import Encoder
@@ -293,16 +293,16 @@ class SuiteRun:
     async def pipeline(self, config: EvalConfig, llm: LLMClient | None) -> AsyncIterator[Served]:
         """A pipeline over the configuration's silos, served as the options say."""
         federation = self.federation(config)
-        dp = None
-        if config.dp_epsilon is not None:
-            dp = DPSettings(enabled=True, epsilon_per_query=config.dp_epsilon, budget_per_window=1e12)
+        noisy = None
+        if config.noisy_epsilon is not None:
+            noisy = NoisySelectionSettings(enabled=True, epsilon_per_query=config.noisy_epsilon, budget_per_window=1e12)
         router_model = self.router_model(config.partition) if config.router == "learned" else None
         settings = self.gateway_settings(federation, config, router_model)
         cfg = settings.retrieval
         run = ExecutorRun()
         order = shuffled_sources(self.options.seed) if self.options.source_order == "shuffled" else None
         async with serve_silos(
-            federation, mode=self.options.serve_mode, dp=dp, encoder=self.encoder, search=config.search
+            federation, mode=self.options.serve_mode, noisy=noisy, encoder=self.encoder, search=config.search
         ) as (
             membership,
             transports,
@@ -602,9 +602,9 @@ def _costs(timings: dict[str, float], outcomes: Sequence[Any], config: EvalConfi
         "partial": any(o.status != "ok" for o in outcomes),
         "failures": {o.silo: f"{o.status}: {o.detail}" for o in outcomes if o.status != "ok"},
     }
-    if config.dp_epsilon is not None:
+    if config.noisy_epsilon is not None:
         # what each answering silo's accountant charged this gateway for the search
-        costs["epsilon"] = {o.silo: config.dp_epsilon for o in ok}
+        costs["epsilon"] = {o.silo: config.noisy_epsilon for o in ok}
     return costs
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from federation.errors import FedragError, Unavailable, UpstreamError, UpstreamTimeout
-from federation.protocol import Matrix, Problem, SearchRequest, SearchResponse, SiloCard
+from federation.protocol import Matrix, Problem, SearchRequest, SearchResponse, Shard, SiloCard
 from federation.signing import RequestSigner, content_digest
 from federation.transport import ConnectionPool, ReplyTooLarge, TransportError
 
@@ -55,11 +55,23 @@ class EncodedSearch:
 
     @classmethod
     def build(
-        cls, vector: np.ndarray, k: int, fingerprint: str, *, request_id: str | None = None, text: str | None = None
+        cls,
+        vector: np.ndarray,
+        k: int,
+        fingerprint: str,
+        *,
+        request_id: str | None = None,
+        text: str | None = None,
+        shard: Shard | None = None,
     ) -> EncodedSearch:
         """Validate and encode one search request (raises ``pydantic.ValidationError`` when invalid)."""
         request = SearchRequest(
-            vector=Matrix.from_numpy(vector), k=k, fingerprint=fingerprint, request_id=request_id, text=text
+            vector=Matrix.from_numpy(vector),
+            k=k,
+            fingerprint=fingerprint,
+            request_id=request_id,
+            text=text,
+            shard=shard,
         )
         body = request.model_dump_json(exclude_none=True).encode()
         return cls(body=body, digest=content_digest(body), k=k)
@@ -135,16 +147,31 @@ class SiloClient:
         return self._audience
 
     async def search(
-        self, vector: np.ndarray, k: int, fingerprint: str, *, request_id: str | None = None, text: str | None = None
+        self,
+        vector: np.ndarray,
+        k: int,
+        fingerprint: str,
+        *,
+        request_id: str | None = None,
+        text: str | None = None,
+        shard: Shard | None = None,
     ) -> SearchResponse:
         """Search the silo with one query vector (and the question's text, for a lexical or hybrid silo)."""
-        return (await self.search_exchange(vector, k, fingerprint, request_id=request_id, text=text)).response
+        exchange = await self.search_exchange(vector, k, fingerprint, request_id=request_id, text=text, shard=shard)
+        return exchange.response
 
     async def search_exchange(
-        self, vector: np.ndarray, k: int, fingerprint: str, *, request_id: str | None = None, text: str | None = None
+        self,
+        vector: np.ndarray,
+        k: int,
+        fingerprint: str,
+        *,
+        request_id: str | None = None,
+        text: str | None = None,
+        shard: Shard | None = None,
     ) -> SearchExchange:
         """Search, and report the bytes sent and received (for traces and cost accounting)."""
-        search = EncodedSearch.build(vector, k, fingerprint, request_id=request_id, text=text)
+        search = EncodedSearch.build(vector, k, fingerprint, request_id=request_id, text=text, shard=shard)
         return await self.search_encoded(search)
 
     async def search_encoded(self, search: EncodedSearch) -> SearchExchange:

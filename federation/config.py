@@ -7,6 +7,7 @@ can be overridden by an environment variable ``FEDRAG_SILO_<FIELD>``, nested fie
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from federation.errors import ConfigError
 from federation.secrets import Secret
+
+logger = logging.getLogger(__name__)
 
 SILO_CONFIG_FILE = "silo.toml"
 
@@ -78,15 +81,40 @@ class ChunkingSettings(_Section):
         return self
 
 
-class DPSettings(_Section):
-    """Differentially private top-k selection with per-client budgets."""
+class NoisySelectionSettings(_Section):
+    """Noisy top-k selection of the released passages, with per-client epsilon budgets.
 
-    enabled: bool = Field(False, description="Select released passages with the one-shot Gumbel mechanism.")
-    epsilon_per_query: float = Field(1.0, gt=0, description="Epsilon one search spends (split over its k picks).")
-    sensitivity: float = Field(1.0, gt=0, description="How much one record can move a similarity score.")
+    What it is: the one-shot Gumbel mechanism picks the released passages among the
+    candidates whose similarity (clipped to [0, 1]) reaches a public ``relevance_threshold``,
+    and Laplace noise is added to the released scores. The epsilon it spends is the
+    exponential mechanism's, for neighbouring databases in which one candidate's score moves
+    by at most 1.
+
+    What it is not: differential privacy for the silo's documents. A passage it selects is
+    released verbatim, so a document that is present can be returned and an absent one never
+    is: under the usual neighbouring relation (one document added or removed) the privacy
+    loss is unbounded (``tests/unit/silo_node/test_privacy_loss.py`` computes it). It blurs
+    ranks and scores; it does not hide membership or content.
+    """
+
+    enabled: bool = Field(False, description="Select released passages with noise (no document-level guarantee).")
+    epsilon_per_query: float = Field(
+        1.0, gt=0, description="Epsilon one search spends on its noisy selection and scores, per moved score."
+    )
+    relevance_threshold: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Public threshold: only passages whose clipped similarity reaches it are candidates.",
+    )
+    max_candidates: int = Field(
+        200,
+        ge=1,
+        le=10_000,
+        description="Most candidates fetched from the index; more above the threshold are cut by rank (logged).",
+    )
     budget_per_window: float = Field(20.0, gt=0, description="Epsilon a client may spend per window; 429 after.")
     window_s: float = Field(3600.0, gt=0, description="Length of the budget window in seconds.")
-    candidate_pool: int = Field(50, ge=1, le=10_000, description="Exact top candidates the noisy selection draws from.")
 
 
 class TrainingPolicySettings(_Section):
@@ -108,6 +136,21 @@ class TrainingPolicySettings(_Section):
 class ReleasePolicySettings(_Section):
     """What may leave the silo, enforced before any reply is sent."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_dp(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dp" in data:
+            old = data["dp"]
+            if isinstance(old, dict) and not old.get("enabled", False):  # off: nothing to decide, drop it
+                logger.warning("ignoring the disabled [policy.dp] section: it is [policy.noisy_selection] now")
+                return {key: value for key, value in data.items() if key != "dp"}
+            raise ValueError(
+                "[policy.dp] is now [policy.noisy_selection]: it selects passages with noise but gives no "
+                "differential privacy for documents (a selected passage leaves verbatim); candidate_pool and "
+                "sensitivity are replaced by relevance_threshold and max_candidates (scores are clipped to [0, 1])"
+            )
+        return data
+
     max_k: int = Field(10, ge=1, le=1000, description="Most passages one search may release.")
     min_score: float = Field(0.0, ge=-1.0, le=1.0, description="Passages scoring below this never leave.")
     release_text: bool = Field(True, description="Release passage text (false: ids, titles and scores only).")
@@ -115,7 +158,7 @@ class ReleasePolicySettings(_Section):
     redaction_patterns: dict[str, str] = Field(
         default_factory=dict, description="Extra named regular expressions to redact, e.g. {staff_id = 'S-\\d{6}'}."
     )
-    dp: DPSettings = Field(default_factory=DPSettings)
+    noisy_selection: NoisySelectionSettings = Field(default_factory=NoisySelectionSettings)
     training: TrainingPolicySettings = Field(default_factory=TrainingPolicySettings)
     audit_log: bool = Field(True, description="Append every request to DIR/audit.jsonl.")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -85,6 +86,32 @@ class Matrix(BaseModel):
         return cls(rows=rows, dimension=dim, data=base64.b64encode(array.tobytes()).decode())
 
 
+MAX_SHARDS = 64
+
+
+def shard_of(silo: str, doc_id: str, count: int) -> int:
+    """Which of ``count`` shards a silo's document is in: a hash of the silo and document names.
+
+    The same for every party and every search, and independent of every other document, so a
+    document added or removed changes only its own shard (what DP answers rely on).
+    """
+    digest = hashlib.sha256(f"{silo}\x00{doc_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+class Shard(_Request):
+    """One of ``count`` disjoint parts of a silo's documents (:func:`shard_of`)."""
+
+    count: int = Field(ge=2, le=MAX_SHARDS, description="How many shards the documents are split into.")
+    index: int = Field(ge=0, description="The shard searched, 0 to count - 1.")
+
+    @model_validator(mode="after")
+    def _in_range(self) -> Shard:
+        if self.index >= self.count:
+            raise ValueError(f"shard index {self.index} must be below the count {self.count}")
+        return self
+
+
 class SearchRequest(_Request):
     """``POST /v1/search``: one query vector, how many passages are wanted."""
 
@@ -100,6 +127,9 @@ class SearchRequest(_Request):
         max_length=MAX_QUERY_TEXT_CHARS,
         description="The question's text, for a silo that also searches lexically (its card's search mode is "
         "lexical or hybrid); gateways send it to those silos only. Never logged or audited.",
+    )
+    shard: Shard | None = Field(
+        None, description="Search only the documents of this shard (the top k among them); None: every document."
     )
 
     @model_validator(mode="after")
@@ -143,7 +173,7 @@ class PolicySummary(_Reply):
     max_k: int
     min_score: float
     release_text: bool
-    dp_enabled: bool
+    noisy_selection: bool = Field(False, description="Passages are selected with noise (no document-level DP).")
     epsilon_per_query: float | None = None
 
 

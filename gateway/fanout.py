@@ -23,7 +23,7 @@ from federation.client import EncodedSearch, SiloClient
 from federation.config import RetrievalSettings
 from federation.errors import FedragError, Unavailable, UpstreamError, UpstreamTimeout
 from federation.membership import Membership
-from federation.protocol import MAX_QUERY_TEXT_CHARS, SiloCard
+from federation.protocol import MAX_QUERY_TEXT_CHARS, Shard, SiloCard
 from federation.signing import RequestSigner
 
 logger = logging.getLogger(__name__)
@@ -188,20 +188,24 @@ class SiloPool:
         *,
         request_id: str | None = None,
         text: str | None = None,
+        shard: Shard | None = None,
     ) -> list[SiloOutcome]:
         """Ask ``silos`` concurrently; return one outcome per silo, all within the deadline.
 
-        ``text`` (the question) goes only to silos whose card says they search with it.
+        ``text`` (the question) goes only to silos whose card says they search with it; ``shard``
+        limits every silo's search to that shard of its documents.
         """
         if not silos:
             return []
         # One body per kind of silo (signed per silo): encoded, validated and hashed once per question.
-        dense = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id)
+        dense = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id, shard=shard)
         wants_text = {name for name in silos if self._searches_text(name)}
         with_text = dense
         if text and wants_text:  # joined conversation turns end with the question: keep the end
             clipped = text[-MAX_QUERY_TEXT_CHARS:]
-            with_text = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id, text=clipped)
+            with_text = EncodedSearch.build(
+                vector, k, self._fingerprint, request_id=request_id, text=clipped, shard=shard
+            )
         tasks = {
             name: asyncio.create_task(self._search_one(name, with_text if name in wants_text else dense))
             for name in silos
@@ -287,7 +291,7 @@ class SiloPool:
                     "description": state.card.description,
                     "chunk_count": state.card.chunk_count,
                     "centroids": state.card.centroids.rows,
-                    "dp_enabled": state.card.policy.dp_enabled,
+                    "noisy_selection": state.card.policy.noisy_selection,
                     "search": state.card.search,
                 },
                 "card_error": state.card_error,

@@ -100,8 +100,8 @@ def build_card(
             max_k=policy.max_k,
             min_score=policy.min_score,
             release_text=policy.release_text,
-            dp_enabled=policy.dp.enabled,
-            epsilon_per_query=policy.dp.epsilon_per_query if policy.dp.enabled else None,
+            noisy_selection=policy.noisy_selection.enabled,
+            epsilon_per_query=policy.noisy_selection.epsilon_per_query if policy.noisy_selection.enabled else None,
         ),
         search=search,
     )

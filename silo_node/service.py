@@ -23,7 +23,7 @@ from federation.encoder import Encoder, encoder_for
 from federation.errors import ConfigError, Conflict, NotFound, ValidationFailed
 from federation.identity import Identity
 from federation.membership import Membership, load_membership
-from federation.protocol import SearchHit, SearchMode, SearchRequest, SearchResponse, SiloCard
+from federation.protocol import SearchHit, SearchMode, SearchRequest, SearchResponse, SiloCard, shard_of
 from federation.signing import ReplayCache, RequestVerifier
 from silo_node.card import build_card
 from silo_node.index import set_search_threads
@@ -32,7 +32,7 @@ from silo_node.ingest import IngestProblem, SourceDocument
 from silo_node.live_index import LiveIndex
 from silo_node.policy import AuditLog, Candidate, ReleasePolicy
 from silo_node.ranking import fuse_ranks, rank_scores
-from silo_node.store import DocumentInfo, SiloStore
+from silo_node.store import DocumentInfo, SiloStore, StoredChunk
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +158,7 @@ class SiloService:
             raise ValidationFailed("vector must not be all zeros", code="zero_vector")
         self.policy.check_budget(client_id, requested_k=request.k, request_id=request.request_id or "")
         wanted = self.policy.candidates_needed(request.k)
-        found, mode = self._rank(query / norm, request.text, wanted)
-        chunks = self.store.chunks([i for _, i in found])
+        found, mode, chunks = self._ranked_chunks(query / norm, request, wanted)
         candidates = [
             Candidate(
                 chunk_id=i,
@@ -194,6 +193,32 @@ class SiloService:
             took_ms=(time.perf_counter() - started) * 1000,
             search=mode,
         )
+
+    def _ranked_chunks(
+        self, query: np.ndarray, request: SearchRequest, wanted: int
+    ) -> tuple[list[tuple[float, int]], SearchMode, dict[int, StoredChunk]]:
+        """The best ``wanted`` (score, chunk id) of the request's shard (all documents without one), with their chunks.
+
+        For a shard the search goes deeper until ``wanted`` of its chunks are found or the index
+        is exhausted, so on an exact index the result is the shard's exact top ``wanted``.
+        """
+        shard = request.shard
+        if shard is None:
+            found, mode = self._rank(query, request.text, wanted)
+            return found, mode, self.store.chunks([i for _, i in found])
+        depth = wanted * shard.count * 2
+        while True:
+            found, mode = self._rank(query, request.text, depth)
+            chunks = self.store.chunks([i for _, i in found])
+            mine = [
+                (s, i)
+                for s, i in found
+                if i in chunks and shard_of(self.settings.name, chunks[i].doc_id, shard.count) == shard.index
+            ]
+            if len(mine) >= wanted or len(found) < depth or depth >= len(self.index):
+                mine = mine[:wanted]
+                return mine, mode, {i: chunks[i] for _, i in mine}
+            depth *= 4
 
     def _rank(self, query: np.ndarray, text: str | None, wanted: int) -> tuple[list[tuple[float, int]], SearchMode]:
         """The best ``wanted`` (score, chunk id) for a normalised query, and how they were ranked."""
@@ -277,6 +302,6 @@ class SiloService:
             "index_seq": self.index.seq,
             "store_bytes": self.store.path.stat().st_size,
             "index_bytes": index_path.stat().st_size if index_path.exists() else 0,
-            "dp_enabled": self.settings.policy.dp.enabled,
+            "noisy_selection": self.settings.policy.noisy_selection.enabled,
             "search": self.settings.search.mode,
         }

@@ -1,7 +1,7 @@
 """A silo's release policy: what may leave the silo, and the record of what did.
 
-:class:`ReleasePolicy` caps and filters search hits, optionally selects them with
-differential privacy under per-client epsilon budgets (:class:`EpsilonAccountant`),
+:class:`ReleasePolicy` caps and filters search hits, optionally selects them with noise
+under per-client epsilon budgets (:class:`EpsilonAccountant`; no document-level guarantee),
 redacts PII (:class:`Redactor`), and appends every decision to a hash-chained
 :class:`AuditLog`.
 """

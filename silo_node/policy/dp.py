@@ -8,6 +8,12 @@ mechanism, each round spending ``epsilon / k``; the whole selection is
 ``epsilon``-differentially private.
 
 The selected scores are released through the Laplace mechanism (:func:`laplace_scores`).
+
+Both guarantees are for neighbouring *score vectors* (each score moves by at most the
+sensitivity, the same candidates on both sides). The silo's noisy selection feeds them
+similarities clipped to [0, 1] (:func:`clip_score`), so a sensitivity of 1 holds; what
+they do not give is privacy for a document added to or removed from the candidates, whose
+text is released when it is picked (see :class:`federation.config.NoisySelectionSettings`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,15 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["gumbel_top_k", "laplace_scores"]
+__all__ = ["SCORE_SENSITIVITY", "clip_score", "gumbel_top_k", "laplace_scores"]
+
+SCORE_SENSITIVITY = 1.0
+"""How far a clipped similarity can move: the whole of [0, 1]."""
+
+
+def clip_score(score: float) -> float:
+    """A cosine similarity clipped to [0, 1], the range over which the sensitivity of 1 holds."""
+    return min(1.0, max(0.0, float(score)))
 
 
 def _check_positive(name: str, value: float) -> None:

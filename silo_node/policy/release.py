@@ -1,9 +1,10 @@
 """The release policy: the only way a silo's passages leave it.
 
 For each search the policy caps ``k`` at ``max_k``, drops passages below ``min_score``,
-optionally selects and scores them with differential privacy (charging the client's
-epsilon budget first), withholds or redacts text, and writes one audit record whether
-anything was released or the request was refused.
+optionally selects and scores them with noise (noisy selection, charging the client's
+epsilon budget first; it gives no document-level guarantee, see
+:class:`~federation.config.NoisySelectionSettings`), withholds or redacts text, and writes
+one audit record whether anything was released or the request was refused.
 
 Redaction is the costly step (regular expressions over every released string), and a
 chunk's text, title and metadata never change under its id (a re-ingested document gets new
@@ -29,7 +30,7 @@ from federation.config import ReleasePolicySettings
 from federation.errors import BudgetExhausted, ConfigError, ValidationFailed
 from silo_node.policy.accounting import EpsilonAccountant
 from silo_node.policy.audit import AuditLog
-from silo_node.policy.dp import gumbel_top_k, laplace_scores
+from silo_node.policy.dp import SCORE_SENSITIVITY, clip_score, gumbel_top_k, laplace_scores
 from silo_node.policy.redaction import Redactor
 
 __all__ = ["Candidate", "Release", "ReleasePolicy", "ReleasedHit"]
@@ -79,10 +80,10 @@ class ReleasePolicy:
     Args:
         settings: The operator's release policy.
         audit: Where every request is recorded; ``None`` records nothing.
-        accountant: Per-client epsilon budgets. With DP enabled and none given, one is
-            built from ``settings.dp`` and restored from ``audit``'s records within the
-            window, so a restart does not reset anyone's budget.
-        rng: Noise source for DP; defaults to a generator seeded from the OS.
+        accountant: Per-client epsilon budgets. With noisy selection enabled and none given,
+            one is built from ``settings.noisy_selection`` and restored from ``audit``'s records
+            within the window, so a restart does not reset anyone's budget.
+        rng: Noise source for the noisy selection; defaults to a generator seeded from the OS.
         clock: Wall-clock source, shared with the accountant built here.
 
     Raises:
@@ -111,19 +112,21 @@ class ReleasePolicy:
         self._redacted_lock = threading.Lock()
         if settings.redaction_patterns and not settings.redact_pii:
             logger.warning("redaction_patterns are set but redact_pii is false: they are not applied")
-        dp = settings.dp
-        if dp.enabled:
-            if dp.epsilon_per_query > dp.budget_per_window:
+        noisy = settings.noisy_selection
+        if noisy.enabled:
+            if noisy.epsilon_per_query > noisy.budget_per_window:
                 raise ConfigError(
-                    f"policy.dp.epsilon_per_query ({dp.epsilon_per_query:g}) exceeds "
-                    f"policy.dp.budget_per_window ({dp.budget_per_window:g})"
+                    f"policy.noisy_selection.epsilon_per_query ({noisy.epsilon_per_query:g}) exceeds "
+                    f"policy.noisy_selection.budget_per_window ({noisy.budget_per_window:g})"
                 )
             if accountant is None:
-                accountant = EpsilonAccountant(dp.budget_per_window, dp.window_s, clock=clock)
+                accountant = EpsilonAccountant(noisy.budget_per_window, noisy.window_s, clock=clock)
                 if audit is not None:
                     self._restore(accountant, audit)
                 else:
-                    logger.warning("DP is enabled without an audit log: budgets reset when the silo restarts")
+                    logger.warning(
+                        "noisy selection is enabled without an audit log: budgets reset when the silo restarts"
+                    )
         self._accountant = accountant
 
     @property
@@ -133,7 +136,7 @@ class ReleasePolicy:
 
     @property
     def accountant(self) -> EpsilonAccountant | None:
-        """The epsilon accountant (``None`` without DP and none given)."""
+        """The epsilon accountant (``None`` without noisy selection and none given)."""
         return self._accountant
 
     def candidates_needed(self, k: int) -> int:
@@ -143,8 +146,8 @@ class ReleasePolicy:
             ValidationFailed: ``k`` is smaller than 1.
         """
         k_eff = self._k_effective(k)
-        dp = self._settings.dp
-        return max(dp.candidate_pool, k_eff) if dp.enabled else k_eff
+        noisy = self._settings.noisy_selection
+        return max(noisy.max_candidates, k_eff) if noisy.enabled else k_eff
 
     def check_budget(self, client_id: str, *, requested_k: int = 0, request_id: str = "") -> None:
         """Refuse early, before any search, when ``client_id`` cannot afford a query.
@@ -154,10 +157,10 @@ class ReleasePolicy:
         Raises:
             BudgetExhausted: The client's budget for the window is spent.
         """
-        dp = self._settings.dp
-        if dp.enabled and self._accountant is not None:
+        noisy = self._settings.noisy_selection
+        if noisy.enabled and self._accountant is not None:
             try:
-                self._accountant.check(client_id, dp.epsilon_per_query)
+                self._accountant.check(client_id, noisy.epsilon_per_query)
             except BudgetExhausted:
                 k_eff = min(max(requested_k, 0), self._settings.max_k)
                 self._record(client_id, request_id, requested_k, k_eff, 0.0, [], 0, outcome="budget_exhausted")
@@ -177,22 +180,22 @@ class ReleasePolicy:
 
         Raises:
             ValidationFailed: ``requested_k`` is smaller than 1.
-            BudgetExhausted: DP is on and the client's budget is spent (the refusal is
-                audited; nothing is selected).
+            BudgetExhausted: Noisy selection is on and the client's budget is spent (the
+                refusal is audited; nothing is selected).
             ServerError: The audit record could not be written; nothing is released.
         """
         k_eff = self._k_effective(requested_k)
         eligible = [c for c in candidates if math.isfinite(c.score) and c.score >= self._settings.min_score]
         eligible.sort(key=lambda c: (-c.score, c.chunk_id))
-        dp = self._settings.dp
-        if dp.enabled and self._accountant is not None:
+        noisy = self._settings.noisy_selection
+        if noisy.enabled and self._accountant is not None:
             try:
-                self._accountant.charge(client_id, dp.epsilon_per_query)
+                self._accountant.charge(client_id, noisy.epsilon_per_query)
             except BudgetExhausted:
                 self._record(client_id, request_id, requested_k, k_eff, 0.0, [], 0, outcome="budget_exhausted")
                 raise
-            chosen, scores = self._select_private(eligible[: self.candidates_needed(requested_k)], k_eff)
-            epsilon_spent = dp.epsilon_per_query
+            chosen, scores = self._select_noisy(self._noisy_pool(eligible, len(candidates)), k_eff)
+            epsilon_spent = noisy.epsilon_per_query
         else:
             chosen = eligible[:k_eff]
             scores = [c.score for c in chosen]
@@ -219,21 +222,38 @@ class ReleasePolicy:
             raise ValidationFailed(f"k must be at least 1, got {requested_k}")
         return min(requested_k, self._settings.max_k)
 
-    def _select_private(self, pool: list[Candidate], k_eff: int) -> tuple[list[Candidate], list[float]]:
-        """Noisy top-``k_eff`` of ``pool``: half the epsilon selects, half releases scores.
+    def _noisy_pool(self, eligible: list[Candidate], fetched: int) -> list[Candidate]:
+        """The candidates whose score, clipped to [0, 1], reaches the public relevance threshold.
 
-        Each of the ``k_eff`` picks spends ``epsilon / 2 / k_eff`` and so does each
-        released score, also when the pool holds fewer than ``k_eff`` passages.
+        Whether a passage is a candidate then depends on it and the query alone, not on the
+        other passages' ranks, except when more than ``max_candidates`` reach the threshold
+        and the index's cut by rank decides (logged).
+        """
+        noisy = self._settings.noisy_selection
+        pool = [c for c in eligible if clip_score(c.score) >= noisy.relevance_threshold]
+        if fetched >= noisy.max_candidates and len(pool) >= noisy.max_candidates:
+            logger.warning(
+                "more than policy.noisy_selection.max_candidates passages reach the relevance threshold: "
+                "the candidates are cut by rank",
+                extra={"max_candidates": noisy.max_candidates, "threshold": noisy.relevance_threshold},
+            )
+        return pool
+
+    def _select_noisy(self, pool: list[Candidate], k_eff: int) -> tuple[list[Candidate], list[float]]:
+        """Noisy top-``k_eff`` of ``pool`` on scores clipped to [0, 1]: half the epsilon selects, half releases scores.
+
+        Each of the ``k_eff`` picks spends ``epsilon / 2 / k_eff`` and so does each released
+        score, also when the pool holds fewer than ``k_eff`` passages. Clipped scores move by at
+        most 1, the sensitivity both mechanisms assume.
         """
         picks = min(k_eff, len(pool))
         if picks == 0:
             return [], []
-        dp = self._settings.dp
-        per_pick = dp.epsilon_per_query / 2.0 / k_eff
-        true_scores = np.array([c.score for c in pool], dtype=np.float64)
+        per_pick = self._settings.noisy_selection.epsilon_per_query / 2.0 / k_eff
+        true_scores = np.array([clip_score(c.score) for c in pool], dtype=np.float64)
         with self._rng_lock:
-            index = gumbel_top_k(true_scores, picks, per_pick * picks, dp.sensitivity, self._rng)
-            released = laplace_scores(true_scores[index], per_pick, dp.sensitivity, self._rng)
+            index = gumbel_top_k(true_scores, picks, per_pick * picks, SCORE_SENSITIVITY, self._rng)
+            released = laplace_scores(true_scores[index], per_pick, SCORE_SENSITIVITY, self._rng, low=0.0, high=1.0)
         order = np.argsort(-released, kind="stable")
         return [pool[int(index[i])] for i in order], [float(released[i]) for i in order]
 

@@ -33,7 +33,7 @@ BASE = [
     "--silos",
     "3",
     "--configs",
-    "no-rag,central,fed-all,fed-routed-centroid,fed-routed-learned,fed-dp-eps1,fed-merge-rrf,fed-hybrid,fed-all@topical",
+    "no-rag,central,fed-all,fed-routed-centroid,fed-routed-learned,fed-noisy-eps1,fed-merge-rrf,fed-hybrid,fed-all@topical",
     "--llm-configs",
     "no-rag,fed-all",
     "--mc-max-tokens",
@@ -112,7 +112,7 @@ def test_eval_run_reports_every_configuration_and_resumes(tmp_path: Path) -> Non
             "fed-all",
             "fed-routed-centroid",
             "fed-routed-learned",
-            "fed-dp-eps1",
+            "fed-noisy-eps1",
             "fed-merge-rrf",
             "fed-hybrid",
         ):
@@ -133,10 +133,10 @@ def test_eval_run_reports_every_configuration_and_resumes(tmp_path: Path) -> Non
         check = configs["fed-routed-learned"]["routing_check"]
         assert check["call_fraction"] < 1.0 and 0.0 <= check["recall_ratio"]["mean"] <= 1.5
         assert configs["fed-all"]["routing_check"] is None
-        assert set(configs["fed-dp-eps1"]["retrieval"]["epsilon_per_silo"]) <= set(
-            r for row in after if row["config"] == "fed-dp-eps1" for r in row["silos_asked"]
+        assert set(configs["fed-noisy-eps1"]["retrieval"]["epsilon_per_silo"]) <= set(
+            r for row in after if row["config"] == "fed-noisy-eps1" for r in row["silos_asked"]
         )
-        assert configs["fed-dp-eps1"]["retrieval"]["epsilon_per_silo"]
+        assert configs["fed-noisy-eps1"]["retrieval"]["epsilon_per_silo"]
         mc = configs["no-rag"]["multiple_choice"]
         assert mc["questions"] == 2 and mc["accuracy"] is not None
         assert configs["fed-all"]["multiple_choice"]["questions"] == 2

@@ -1,4 +1,4 @@
-"""DP release through the real app: noisy selection, per-client budgets (429), an audit trail that survives restarts."""
+"""Noisy selection through the real app: noisy picks, per-client budgets (429), an audit trail that survives restarts."""
 
 from __future__ import annotations
 
@@ -16,15 +16,16 @@ from tests.conftest import Federation
 pytestmark = pytest.mark.integration
 
 
-def enable_dp(fed: Federation, *, epsilon: float, budget: float) -> None:
+def enable_noisy_selection(fed: Federation, *, epsilon: float, budget: float) -> None:
     path = fed.silo_dir() / "silo.toml"
     config = tomllib.loads(path.read_text())
-    config["policy"]["dp"] = {
-        **config["policy"]["dp"],
+    config["policy"]["noisy_selection"] = {
+        **config["policy"]["noisy_selection"],
         "enabled": True,
         "epsilon_per_query": epsilon,
         "budget_per_window": budget,
         "window_s": 3600.0,
+        "relevance_threshold": 0.0,  # every passage a candidate: the tests count releases, not relevance
     }
     path.write_text(tomli_w.dumps(config))
 
@@ -32,7 +33,7 @@ def enable_dp(fed: Federation, *, epsilon: float, budget: float) -> None:
 async def test_budget_is_spent_refused_with_429_and_remembered_after_restart(federation, encoder) -> None:
     from silo_node.app import create_app
 
-    enable_dp(federation, epsilon=1.0, budget=2.0)
+    enable_noisy_selection(federation, epsilon=1.0, budget=2.0)
     vector = encoder.encode(["asthma inhaler"])[0]
     fingerprint = federation.membership.embedding.fingerprint
     app = create_app(federation.silo_dir(), encoder=encoder)
@@ -72,10 +73,10 @@ async def test_budget_is_spent_refused_with_429_and_remembered_after_restart(fed
             assert info.value.upstream_status == 429  # a restart does not refill the budget
 
 
-async def test_dp_selection_is_noisy_at_small_epsilon(federation, encoder) -> None:
+async def test_noisy_selection_is_noisy_at_small_epsilon(federation, encoder) -> None:
     from silo_node.app import create_app
 
-    enable_dp(federation, epsilon=0.5, budget=1000.0)
+    enable_noisy_selection(federation, epsilon=0.5, budget=1000.0)
     vector = encoder.encode(["stroke warning signs"])[0]
     app = create_app(federation.silo_dir(), encoder=encoder)
     async with app.router.lifespan_context(app):

@@ -70,7 +70,7 @@ def test_partition_errors_are_clear() -> None:
 def test_configs_select_by_name_and_glob_in_standard_order() -> None:
     names = [c.name for c in standard_configs()]
     assert names[:3] == ["no-rag", "central", "fed-all"]
-    assert {"fed-routed-centroid", "fed-routed-learned", "fed-dp-eps1", "fed-merge-rrf", "fed-all@topical"} <= set(
+    assert {"fed-routed-centroid", "fed-routed-learned", "fed-noisy-eps1", "fed-merge-rrf", "fed-all@topical"} <= set(
         names
     )
     assert [c.name for c in select_configs("fed-routed-*@iid,no-rag")] == [
@@ -86,7 +86,7 @@ def test_configs_select_by_name_and_glob_in_standard_order() -> None:
 def test_every_config_describes_itself() -> None:
     descriptions = {c.name: c.describe() for c in standard_configs()}
     assert "exact" in descriptions["central"]
-    assert "epsilon 1" in descriptions["fed-dp-eps1"]
+    assert "epsilon 1" in descriptions["fed-noisy-eps1"]
     assert "learned router" in descriptions["fed-routed-learned@topical"]
     assert "BM25" in descriptions["fed-lexical"] and "fused" in descriptions["fed-hybrid"]
     assert "BM25" not in descriptions["fed-all"]

@@ -32,7 +32,7 @@ def make_card(name: str, centroids: np.ndarray, chunk_count: int) -> SiloCard:
         chunk_count=chunk_count,
         embedding=EmbeddingSpec(model="m", dimension=DIM, fingerprint="sha256:0123456789"),
         centroids=Matrix.from_numpy(centroids.reshape(-1, DIM)),
-        policy=PolicySummary(max_k=10, min_score=0.0, release_text=True, dp_enabled=False),
+        policy=PolicySummary(max_k=10, min_score=0.0, release_text=True, noisy_selection=False),
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federation.config import DPSettings, ReleasePolicySettings
+from federation.config import NoisySelectionSettings, ReleasePolicySettings
 from federation.errors import BudgetExhausted, ConfigError, ServerError, ValidationFailed
 from silo_node.policy import AuditLog, Candidate, EpsilonAccountant, Release, ReleasePolicy
 
@@ -41,10 +41,10 @@ def make_candidates(scores: list[float], text: str = "plain passage") -> list[Ca
 SCORES = [0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
 
 
-def dp_settings(**dp: Any) -> ReleasePolicySettings:
+def noisy_settings(**noisy: Any) -> ReleasePolicySettings:
     values: dict[str, Any] = {"enabled": True, "epsilon_per_query": 1.0, "budget_per_window": 3.0, "window_s": 600.0}
-    values.update(dp)
-    return ReleasePolicySettings(dp=DPSettings(**values))
+    values.update(noisy)
+    return ReleasePolicySettings(noisy_selection=NoisySelectionSettings(**values))
 
 
 def audit_lines(path: Path) -> list[dict[str, Any]]:
@@ -139,17 +139,28 @@ def test_every_call_is_audited_without_text(tmp_path: Path) -> None:
     assert "SECRET" not in raw and "example.org" not in raw and "Title" not in raw
 
 
-def test_dp_candidates_needed_uses_the_pool() -> None:
-    policy = ReleasePolicy(dp_settings(candidate_pool=20), audit=None, rng=np.random.default_rng(0))
+def test_noisy_candidates_needed_uses_max_candidates() -> None:
+    policy = ReleasePolicy(noisy_settings(max_candidates=20), audit=None, rng=np.random.default_rng(0))
     assert policy.candidates_needed(5) == 20
-    settings = ReleasePolicySettings(max_k=50, dp=DPSettings(enabled=True, candidate_pool=20))
+    settings = ReleasePolicySettings(max_k=50, noisy_selection=NoisySelectionSettings(enabled=True, max_candidates=20))
     assert ReleasePolicy(settings, audit=None).candidates_needed(40) == 40
+
+
+def test_the_old_dp_section_is_refused_with_what_it_became() -> None:
+    with pytest.raises(ValueError, match=r"policy\.noisy_selection.*no differential privacy for documents"):
+        ReleasePolicySettings.model_validate({"dp": {"enabled": True}})
+    # A disabled section (every silo.toml written before the rename has one) changes nothing: it is dropped.
+    assert not ReleasePolicySettings.model_validate(
+        {"dp": {"enabled": False, "candidate_pool": 50}}
+    ).noisy_selection.enabled
 
 
 def test_dp_charges_and_audits_each_query(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     clock = FakeClock()
-    policy = ReleasePolicy(dp_settings(), audit=AuditLog(path, clock=clock), rng=np.random.default_rng(1), clock=clock)
+    policy = ReleasePolicy(
+        noisy_settings(), audit=AuditLog(path, clock=clock), rng=np.random.default_rng(1), clock=clock
+    )
     release = policy.apply("gw", 3, make_candidates(SCORES), request_id="r1")
     assert release.epsilon_spent == 1.0
     assert len(release.hits) == 3
@@ -165,7 +176,9 @@ def test_dp_charges_and_audits_each_query(tmp_path: Path) -> None:
 def test_dp_budget_exhausted_is_429_before_search_and_audited(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     clock = FakeClock()
-    policy = ReleasePolicy(dp_settings(), audit=AuditLog(path, clock=clock), rng=np.random.default_rng(2), clock=clock)
+    policy = ReleasePolicy(
+        noisy_settings(), audit=AuditLog(path, clock=clock), rng=np.random.default_rng(2), clock=clock
+    )
     for n in range(3):
         policy.check_budget("gw")
         policy.apply("gw", 2, make_candidates(SCORES), request_id=f"r{n}")
@@ -188,37 +201,41 @@ def test_dp_budget_exhausted_is_429_before_search_and_audited(tmp_path: Path) ->
 def test_dp_budget_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     clock = FakeClock()
-    first = ReleasePolicy(dp_settings(), audit=AuditLog(path, clock=clock), rng=np.random.default_rng(3), clock=clock)
+    first = ReleasePolicy(
+        noisy_settings(), audit=AuditLog(path, clock=clock), rng=np.random.default_rng(3), clock=clock
+    )
     for n in range(3):
         first.apply("gw", 1, make_candidates(SCORES), request_id=f"r{n}")
     clock.now += 10
-    second = ReleasePolicy(dp_settings(), audit=AuditLog(path, clock=clock), rng=np.random.default_rng(4), clock=clock)
+    second = ReleasePolicy(
+        noisy_settings(), audit=AuditLog(path, clock=clock), rng=np.random.default_rng(4), clock=clock
+    )
     with pytest.raises(BudgetExhausted):
         second.check_budget("gw")
     clock.now += 600  # outside the window now: a restart forgets it
-    third = ReleasePolicy(dp_settings(), audit=AuditLog(path, clock=clock), clock=clock)
+    third = ReleasePolicy(noisy_settings(), audit=AuditLog(path, clock=clock), clock=clock)
     third.check_budget("gw")
 
 
 def test_dp_restore_refuses_a_tampered_log(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    policy = ReleasePolicy(dp_settings(), audit=AuditLog(path), rng=np.random.default_rng(5))
+    policy = ReleasePolicy(noisy_settings(), audit=AuditLog(path), rng=np.random.default_rng(5))
     for n in range(3):
         policy.apply("gw", 1, make_candidates(SCORES), request_id=f"r{n}")
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0], lines[2]]) + "\n")
     with pytest.raises(ServerError) as info:
-        ReleasePolicy(dp_settings(), audit=AuditLog(path))
+        ReleasePolicy(noisy_settings(), audit=AuditLog(path))
     assert info.value.code == "audit_corrupt"
 
 
 def test_dp_epsilon_above_budget_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
-        ReleasePolicy(dp_settings(epsilon_per_query=5.0, budget_per_window=1.0), audit=None)
+        ReleasePolicy(noisy_settings(epsilon_per_query=5.0, budget_per_window=1.0), audit=None)
 
 
 def test_dp_selection_is_noisy_at_small_epsilon() -> None:
-    settings = dp_settings(epsilon_per_query=0.5, budget_per_window=1e9)
+    settings = noisy_settings(epsilon_per_query=0.5, budget_per_window=1e9)
     policy = ReleasePolicy(settings, audit=None, rng=np.random.default_rng(6))
     candidates = make_candidates(SCORES)
     released = {
@@ -228,7 +245,7 @@ def test_dp_selection_is_noisy_at_small_epsilon() -> None:
 
 
 def test_dp_converges_to_exact_top_k_at_large_epsilon() -> None:
-    settings = dp_settings(epsilon_per_query=1e7, budget_per_window=1e12)
+    settings = noisy_settings(epsilon_per_query=1e7, budget_per_window=1e12)
     policy = ReleasePolicy(settings, audit=None, rng=np.random.default_rng(7))
     candidates = make_candidates(SCORES)
     for _ in range(20):
@@ -237,16 +254,25 @@ def test_dp_converges_to_exact_top_k_at_large_epsilon() -> None:
         assert [h.score for h in release.hits] == pytest.approx([0.95, 0.9, 0.85], abs=1e-3)
 
 
-def test_dp_draws_only_from_the_candidate_pool() -> None:
-    settings = dp_settings(epsilon_per_query=0.01, budget_per_window=1e9, candidate_pool=4)
+def test_noisy_draws_only_from_passages_above_the_public_threshold() -> None:
+    settings = noisy_settings(epsilon_per_query=0.01, budget_per_window=1e9, relevance_threshold=0.75)
     policy = ReleasePolicy(settings, audit=None, rng=np.random.default_rng(8))
     for _ in range(30):
         release = policy.apply("gw", 2, make_candidates(SCORES), request_id="r")
-        assert {h.chunk_id for h in release.hits} <= {0, 1, 2, 3}
+        assert {h.chunk_id for h in release.hits} <= {0, 1, 2, 3}  # the scores 0.95 to 0.8
+        assert all(0.0 <= h.score <= 1.0 for h in release.hits)  # clipped scores, clipped noise
+
+
+def test_negative_similarities_count_as_zero_for_the_threshold() -> None:
+    settings = noisy_settings(relevance_threshold=0.0, budget_per_window=1e9).model_copy(update={"min_score": -1.0})
+    policy = ReleasePolicy(settings, audit=None)
+    release = policy.apply("gw", 3, make_candidates([-0.9, -0.5]), request_id="r")
+    assert {h.chunk_id for h in release.hits} == {0, 1}
+    assert all(0.0 <= h.score <= 1.0 for h in release.hits)
 
 
 def test_dp_with_empty_pool_still_charges() -> None:
-    policy = ReleasePolicy(dp_settings(), audit=None, rng=np.random.default_rng(9))
+    policy = ReleasePolicy(noisy_settings(), audit=None, rng=np.random.default_rng(9))
     release = policy.apply("gw", 3, [], request_id="r")
     assert release.hits == [] and release.epsilon_spent == 1.0
 
@@ -254,7 +280,7 @@ def test_dp_with_empty_pool_still_charges() -> None:
 def test_injected_accountant_is_used() -> None:
     clock = FakeClock()
     accountant = EpsilonAccountant(budget=1.0, window_s=60.0, clock=clock)
-    policy = ReleasePolicy(dp_settings(), audit=None, accountant=accountant, rng=np.random.default_rng(10))
+    policy = ReleasePolicy(noisy_settings(), audit=None, accountant=accountant, rng=np.random.default_rng(10))
     policy.apply("gw", 1, make_candidates(SCORES), request_id="r")
     with pytest.raises(BudgetExhausted):
         policy.apply("gw", 1, make_candidates(SCORES), request_id="r")
@@ -270,13 +296,13 @@ def test_injected_accountant_is_used() -> None:
     seed=st.integers(0, 2**32 - 1),
 )
 def test_release_invariants(scores: list[float], k: int, max_k: int, min_score: float, use_dp: bool, seed: int) -> None:
-    dp = DPSettings(enabled=use_dp, budget_per_window=1e9)
-    policy = ReleasePolicy(
-        ReleasePolicySettings(max_k=max_k, min_score=min_score, dp=dp), audit=None, rng=np.random.default_rng(seed)
-    )
+    noisy = NoisySelectionSettings(enabled=use_dp, budget_per_window=1e9)
+    policy = ReleasePolicySettings(max_k=max_k, min_score=min_score, noisy_selection=noisy)
+    policy = ReleasePolicy(policy, audit=None, rng=np.random.default_rng(seed))
     candidates = make_candidates(scores)
     release = policy.apply("gw", k, candidates, request_id="r")
-    eligible = {c.chunk_id for c in candidates if c.score >= min_score}
+    threshold = noisy.relevance_threshold if use_dp else -1.0
+    eligible = {c.chunk_id for c in candidates if c.score >= min_score and max(c.score, 0.0) >= threshold}
     ids = [h.chunk_id for h in release.hits]
     assert release.k_effective == min(k, max_k)
     assert len(ids) == len(set(ids)) == min(release.k_effective, len(eligible))
