@@ -19,6 +19,7 @@ import json
 import re
 import ssl
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -63,6 +64,7 @@ class EncodedSearch:
         request_id: str | None = None,
         text: str | None = None,
         shard: Shard | None = None,
+        exclude_doc_ids: Sequence[str] | None = None,
     ) -> EncodedSearch:
         """Validate and encode one search request (raises ``pydantic.ValidationError`` when invalid)."""
         request = SearchRequest(
@@ -72,6 +74,7 @@ class EncodedSearch:
             request_id=request_id,
             text=text,
             shard=shard,
+            exclude_doc_ids=list(exclude_doc_ids) if exclude_doc_ids else None,
         )
         body = request.model_dump_json(exclude_none=True).encode()
         return cls(body=body, digest=content_digest(body), k=k)

@@ -411,6 +411,45 @@ class ConversationSettings(_Section):
     history_messages: int = Field(6, ge=1, le=50, description="Earlier messages the rewrite (or the join) sees.")
 
 
+class DPAnswerSettings(_Section):
+    """Answers with differential privacy for every silo document (threat model T1): the ``fedrag-dp`` model.
+
+    Each answer is ``max_paid_tokens * (epsilon_test + epsilon_token)``-DP for each document of
+    the silos (one document added or removed), whatever the voters read; each document may be
+    read by answers worth at most ``document_budget`` over its life.
+    """
+
+    enabled: bool = Field(False, description="Serve the fedrag-dp model: DP answers, no citations.")
+    voters: int = Field(4, ge=2, le=64, description="Voters, each reading its own shard of every silo's documents.")
+    passages_per_voter: int = Field(2, ge=1, le=20, description="Passages each voter reads.")
+    epsilon_test: float = Field(1.0, gt=0, description="Epsilon of the sparse-vector test, per paid token.")
+    epsilon_token: float = Field(3.0, gt=0, description="Epsilon of the vote that picks a paid token.")
+    max_paid_tokens: int = Field(2, ge=1, le=64, description="Tokens per answer that may use the passages.")
+    threshold: float | None = Field(
+        None, description="Voters disagreeing with the model without passages before a token is paid (None: half)."
+    )
+    domain: int = Field(20, ge=2, le=100, description="The tokens a vote ranges over: the free model's top ones.")
+    max_tokens: int = Field(48, ge=1, le=512, description="Most tokens of one answer.")
+    document_budget: float = Field(20.0, gt=0, description="Lifetime epsilon of each document over all answers.")
+    ledger_file: Path = Field(
+        Path("privacy-ledger.db"), description="Where each document's spent epsilon is kept (SQLite, durable)."
+    )
+
+    @property
+    def epsilon_per_answer(self) -> float:
+        """The guarantee of one answer, per document."""
+        return self.max_paid_tokens * (self.epsilon_test + self.epsilon_token)
+
+    @model_validator(mode="after")
+    def _affordable(self) -> DPAnswerSettings:
+        if self.epsilon_per_answer > self.document_budget:
+            raise ValueError(
+                f"one answer costs {self.epsilon_per_answer:g} per document, more than document_budget "
+                f"{self.document_budget:g}: no document could ever be read"
+            )
+        return self
+
+
 class GatewaySettings(BaseSettings):
     """A gateway's settings; flags of ``fedrag gateway serve`` and ``FEDRAG_GATEWAY_*`` variables."""
 
@@ -430,6 +469,7 @@ class GatewaySettings(BaseSettings):
     grounding: GroundingSettings = Field(default_factory=GroundingSettings)
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+    dp_answer: DPAnswerSettings = Field(default_factory=DPAnswerSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -87,6 +87,7 @@ class Matrix(BaseModel):
 
 
 MAX_SHARDS = 64
+MAX_EXCLUDED_DOCS = 1000
 
 
 def shard_of(silo: str, doc_id: str, count: int) -> int:
@@ -130,6 +131,11 @@ class SearchRequest(_Request):
     )
     shard: Shard | None = Field(
         None, description="Search only the documents of this shard (the top k among them); None: every document."
+    )
+    exclude_doc_ids: list[Annotated[str, Field(min_length=1, max_length=1024)]] | None = Field(
+        None,
+        max_length=MAX_EXCLUDED_DOCS,
+        description="Documents to leave out, as if absent (a DP answer's documents whose budget is spent).",
     )
 
     @model_validator(mode="after")

@@ -20,10 +20,13 @@ from federation.signing import RequestSigner
 from gateway.admission import Admission
 from gateway.api import ask_router, chat_router, info_router, retrieve_router
 from gateway.apikeys import ApiKeyStore, RateLimiter
+from gateway.dp_answer import DPAnswerer
 from gateway.fanout import SiloPool
 from gateway.llm_client import LLMClient, LLMSettings
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import ExecutorRun, Pipeline
+from gateway.privacy_ledger import PrivacyLedger
+from gateway.token_client import LlamaCppTokens
 
 logger = logging.getLogger(__name__)
 BEARER = "An end-user API key ('fedrag gateway keys add'), sent as 'Authorization: Bearer KEY'."
@@ -78,6 +81,8 @@ def create_app(
         )
     cfg = settings.retrieval
     metrics = GatewayMetrics()
+    if settings.dp_answer.enabled and settings.llm.server != "llama.cpp":
+        raise ConfigError("DP answers ([dp_answer] enabled) need a llama.cpp LLM server (llm.server = 'llama.cpp')")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,7 +94,18 @@ def create_app(
         pool = SiloPool(membership, RequestSigner(identity), cfg, transports=silo_transports, verify=silo_verify)
         llm = LLMClient(llm_settings(settings), transport=llm_transport)
         await pool.refresh_cards(force=True)
-        app.state.pipeline = Pipeline.from_settings(settings, encoder=enc, pool=pool, llm=llm, executor_run=run)
+        pipeline = Pipeline.from_settings(settings, encoder=enc, pool=pool, llm=llm, executor_run=run)
+        dp = settings.dp_answer
+        tokens, ledger = None, None
+        if dp.enabled:
+            # Every adapter's scale at 0: the base model, and no prompt cache computed with an adapter.
+            lora = [{"id": i, "scale": 0.0} for i in range(len(settings.llm.adapters))] or None
+            tokens = LlamaCppTokens(
+                settings.llm.base_url, api_key=settings.llm.api_key, timeout_s=settings.llm.timeout_s, lora=lora
+            )
+            ledger = PrivacyLedger(dp.ledger_file, budget=dp.document_budget)
+            pipeline.dp_answerer = DPAnswerer(dp, tokens=tokens, ledger=ledger)
+        app.state.pipeline = pipeline
         logger.info("gateway ready", extra={"federation": membership.name, "silos": len(membership.silos)})
         try:
             yield
@@ -97,6 +113,10 @@ def create_app(
             app.state.pipeline = None
             await pool.aclose()
             await llm.aclose()
+            if tokens is not None:
+                await tokens.aclose()
+            if ledger is not None:
+                ledger.close()
             run.shutdown()
 
     app = FastAPI(

@@ -189,23 +189,24 @@ class SiloPool:
         request_id: str | None = None,
         text: str | None = None,
         shard: Shard | None = None,
+        exclude_doc_ids: Sequence[str] | None = None,
     ) -> list[SiloOutcome]:
         """Ask ``silos`` concurrently; return one outcome per silo, all within the deadline.
 
         ``text`` (the question) goes only to silos whose card says they search with it; ``shard``
-        limits every silo's search to that shard of its documents.
+        limits every silo's search to that shard of its documents, ``exclude_doc_ids`` leaves
+        those documents out.
         """
         if not silos:
             return []
         # One body per kind of silo (signed per silo): encoded, validated and hashed once per question.
-        dense = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id, shard=shard)
+        scope = {"shard": shard, "exclude_doc_ids": exclude_doc_ids}
+        dense = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id, **scope)
         wants_text = {name for name in silos if self._searches_text(name)}
         with_text = dense
         if text and wants_text:  # joined conversation turns end with the question: keep the end
             clipped = text[-MAX_QUERY_TEXT_CHARS:]
-            with_text = EncodedSearch.build(
-                vector, k, self._fingerprint, request_id=request_id, text=clipped, shard=shard
-            )
+            with_text = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id, text=clipped, **scope)
         tasks = {
             name: asyncio.create_task(self._search_one(name, with_text if name in wants_text else dense))
             for name in silos

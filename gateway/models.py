@@ -4,8 +4,9 @@ The gateway serves the base model under its own name (``llm.model``), each adapt
 ``llm.adapters`` as ``fedrag:NAME``, and ``fedrag``, the gateway's default (``llm.lora_adapter``
 when set, else the base model); ``GET /v1/models`` lists them. A request names one in its
 ``model`` field (a bare adapter ``NAME`` works too); ``/v1/ask`` may leave it out and gets the
-default. Any other name is refused (404 ``model_not_found``, with the names that are), as
-OpenAI's API does: a typo never answers silently with another model.
+default. ``fedrag-dp`` (with ``[dp_answer] enabled``) answers with differential privacy for the
+silos' documents (:mod:`gateway.dp_answer`). Any other name is refused (404 ``model_not_found``,
+with the names that are), as OpenAI's API does: a typo never answers silently with another model.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from federation.errors import NotFound
 
 ADAPTER_PREFIX = "fedrag:"
 DEFAULT_MODEL = "fedrag"
+DP_MODEL = "fedrag-dp"
+"""Answers with differential privacy for the silos' documents (``[dp_answer]``, when enabled)."""
 
 
 @dataclass(frozen=True)
@@ -32,17 +35,20 @@ class ModelChoice:
     adapter: str | None
 
 
-def model_names(llm: LLMEndpointSettings) -> list[str]:
-    """The public names: the default (``fedrag``), the base model, then ``fedrag:NAME`` per served adapter."""
-    return [DEFAULT_MODEL, llm.model, *(ADAPTER_PREFIX + name for name in llm.served_adapters())]
+def model_names(llm: LLMEndpointSettings, *, dp: bool = False) -> list[str]:
+    """The public names: the default (``fedrag``), the base model, ``fedrag:NAME`` per served adapter, ``fedrag-dp``."""
+    names = [DEFAULT_MODEL, llm.model, *(ADAPTER_PREFIX + name for name in llm.served_adapters())]
+    return [*names, DP_MODEL] if dp else names
 
 
-def resolve_model(llm: LLMEndpointSettings, requested: str | None) -> ModelChoice:
-    """The model a request naming ``requested`` (None: no name) gets.
+def resolve_model(llm: LLMEndpointSettings, requested: str | None, *, dp: bool = False) -> ModelChoice:
+    """The model a request naming ``requested`` (None: no name) gets; ``dp``: whether ``fedrag-dp`` is served.
 
     Raises:
         NotFound: ``requested`` is not a served name (``model_not_found``).
     """
+    if dp and requested == DP_MODEL:
+        return ModelChoice(DP_MODEL, None)
     if requested == llm.model:
         return ModelChoice(llm.model, None)
     if requested is None or requested == DEFAULT_MODEL:
@@ -53,6 +59,6 @@ def resolve_model(llm: LLMEndpointSettings, requested: str | None) -> ModelChoic
     if name in llm.served_adapters():
         return ModelChoice(ADAPTER_PREFIX + name, name)
     raise NotFound(
-        f"model {requested!r} is not served here; known models: {', '.join(model_names(llm))}",
+        f"model {requested!r} is not served here; known models: {', '.join(model_names(llm, dp=dp))}",
         code="model_not_found",
     )

@@ -34,13 +34,14 @@ from federation.config import GatewaySettings, GroundingSettings, LLMEndpointSet
 from federation.encoder import Encoder
 from federation.errors import UpstreamError
 from gateway.conversation import Standalone
+from gateway.dp_answer import DPAnswerer, read_shards
 from gateway.fanout import SiloOutcome, SiloPool
 from gateway.generation import STREAM_HOLDBACK_CHARS, Generated, Generator
 from gateway.grounding import GroundingChecker, GroundingReport
 from gateway.llm_client import LLMClient
-from gateway.models import resolve_model
-from gateway.prompting import NumberedSource, ParsedAnswer
-from gateway.protocol import AskResponse, Citation, Claim, GenerationTrace, SiloTrace, Trace
+from gateway.models import DP_MODEL, resolve_model
+from gateway.prompting import NumberedSource, ParsedAnswer, read_choice
+from gateway.protocol import AskResponse, Citation, Claim, GenerationTrace, PrivacyReport, SiloTrace, Trace
 from router import Router, RoutingPlan, SiloView, make_router
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class Pipeline:
         self._run = executor_run
         self._source_order = source_order
         self.model_name = resolve_model(settings.llm, None).name
+        self.dp_answerer: DPAnswerer | None = None  # set when [dp_answer] is enabled (the app's lifespan)
         self._configure_answering()
 
     @classmethod
@@ -183,7 +185,7 @@ class Pipeline:
         Raises:
             NotFound: an unknown ``fedrag:`` model (``model_not_found``).
         """
-        choice = resolve_model(self.settings.llm, requested)
+        choice = resolve_model(self.settings.llm, requested, dp=self.dp_answerer is not None)
         variant = copy.copy(self)
         variant.llm = self.llm.with_adapter(choice.adapter)
         variant.model_name = choice.name
@@ -337,6 +339,11 @@ class Pipeline:
             holdback: characters of the answer held back for the loop guard before they are yielded.
         """
         started = time.perf_counter()
+        if self.model_name == DP_MODEL and self.dp_answerer is not None:
+            response = await self._answer_dp(question, choices=choices, request_id=request_id, started=started)
+            yield ("content", response.answer)
+            yield response
+            return
         retrieval = await self.retrieve(question, request_id=request_id)
         question = retrieval.asked.question
         if not retrieval.sources and not self._llm_only_allowed(allow_llm_only):
@@ -388,6 +395,56 @@ class Pipeline:
             )
             retrieval.timings_ms["ground"] = _ms(t)
         yield self._response(retrieval, generated, grounding, started, choices, model=self.model_name)
+
+    async def _answer_dp(
+        self, question: str | Standalone, *, choices: Sequence[str] | None, request_id: str | None, started: float
+    ) -> AskResponse:
+        """A DP answer (:mod:`gateway.dp_answer`): every silo asked, voters over shards, no citations."""
+        assert self.dp_answerer is not None
+        asked = question if isinstance(question, Standalone) else Standalone(question, "request")
+        retrieval = Retrieval(
+            request_id=request_id or uuid.uuid4().hex[:16], sources=[], plan=None, outcomes=[], asked=asked
+        )
+        timings = retrieval.timings_ms
+        t = time.perf_counter()
+        query = (await self._embed([asked.question]))[0]
+        timings["embed"] = _ms(t)
+        t = time.perf_counter()
+        contexts, left_out, retrieval.outcomes = await read_shards(
+            self.pool,
+            self.pool.names,
+            query,
+            self.dp_answerer.settings,
+            self.dp_answerer.ledger,
+            request_id=retrieval.request_id,
+        )
+        timings["search"] = _ms(t)
+        t = time.perf_counter()
+        answer = await self.dp_answerer.answer(asked.question, contexts, choices=choices, left_out=len(left_out))
+        timings["generate"] = _ms(t)
+        timings["total"] = _ms(started)
+        choice = read_choice(answer.text, False, choices) if choices else None
+        cfg = self.dp_answerer.settings
+        return AskResponse(
+            id=f"ask-{retrieval.request_id}",
+            model=DP_MODEL,
+            answer=answer.text,
+            reasoning="",
+            citations=[],
+            choice=choice,
+            choice_parsed=choice is not None if choices else None,
+            partial=retrieval.partial,
+            retrieved=answer.documents_read > 0,
+            privacy=PrivacyReport(
+                epsilon=answer.epsilon,
+                paid_tokens=answer.paid_tokens,
+                voters=cfg.voters,
+                documents_read=answer.documents_read,
+                documents_left_out=answer.documents_left_out,
+                document_budget=cfg.document_budget,
+            ),
+            trace=self._trace(retrieval, None),
+        )
 
     def _nothing_retrieved_text(self, retrieval: Retrieval) -> str:
         failures = [f"{o.silo}: {o.status}" + (f" ({o.detail})" if o.detail else "") for o in retrieval.outcomes]

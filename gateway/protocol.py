@@ -130,6 +130,17 @@ class AskRequest(BaseModel):
         return value
 
 
+class PrivacyReport(BaseModel):
+    """What a DP answer (model ``fedrag-dp``) cost, per silo document."""
+
+    epsilon: float = Field(description="The answer's guarantee: epsilon-DP for each document of every silo.")
+    paid_tokens: int = Field(description="Tokens that used the passages (the rest came from the model alone).")
+    voters: int = Field(description="Voters, each reading its own shard of the documents.")
+    documents_read: int = Field(description="Documents the voters read, each charged epsilon for life.")
+    documents_left_out: int = Field(description="Documents left out because their lifetime budget is spent.")
+    document_budget: float = Field(description="The lifetime epsilon of each document.")
+
+
 class AskResponse(BaseModel):
     """The answer with its reasoning, citations and trace."""
 
@@ -153,6 +164,7 @@ class AskResponse(BaseModel):
     choice_parsed: bool | None = Field(None, description="Multiple choice: whether one option could be read.")
     partial: bool
     retrieved: bool = Field(description="False when no passage could be retrieved.")
+    privacy: PrivacyReport | None = Field(None, description="A DP answer's cost (None: not a DP answer).")
     trace: Trace
 
 
@@ -283,4 +295,5 @@ class RetrieveResponse(BaseModel):
     passages: list[RetrievedPassage]
     partial: bool
     retrieved: bool = Field(description="False when no passage could be retrieved.")
+    privacy: PrivacyReport | None = Field(None, description="A DP answer's cost (None: not a DP answer).")
     trace: Trace

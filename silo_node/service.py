@@ -197,24 +197,26 @@ class SiloService:
     def _ranked_chunks(
         self, query: np.ndarray, request: SearchRequest, wanted: int
     ) -> tuple[list[tuple[float, int]], SearchMode, dict[int, StoredChunk]]:
-        """The best ``wanted`` (score, chunk id) of the request's shard (all documents without one), with their chunks.
+        """The best ``wanted`` (score, chunk id) of the request's documents, with their chunks.
 
-        For a shard the search goes deeper until ``wanted`` of its chunks are found or the index
-        is exhausted, so on an exact index the result is the shard's exact top ``wanted``.
+        The request's documents: those of its shard (all without one), less the excluded ones,
+        as if the others were absent. The search goes deeper until ``wanted`` of them are found
+        or the index is exhausted, so on an exact index the result is their exact top ``wanted``.
         """
-        shard = request.shard
-        if shard is None:
+        shard, excluded = request.shard, frozenset(request.exclude_doc_ids or ())
+        if shard is None and not excluded:
             found, mode = self._rank(query, request.text, wanted)
             return found, mode, self.store.chunks([i for _, i in found])
-        depth = wanted * shard.count * 2
+
+        def included(doc_id: str) -> bool:
+            in_shard = shard is None or shard_of(self.settings.name, doc_id, shard.count) == shard.index
+            return in_shard and doc_id not in excluded
+
+        depth = wanted * (shard.count if shard is not None else 1) * 2 + len(excluded)
         while True:
             found, mode = self._rank(query, request.text, depth)
             chunks = self.store.chunks([i for _, i in found])
-            mine = [
-                (s, i)
-                for s, i in found
-                if i in chunks and shard_of(self.settings.name, chunks[i].doc_id, shard.count) == shard.index
-            ]
+            mine = [(s, i) for s, i in found if i in chunks and included(chunks[i].doc_id)]
             if len(mine) >= wanted or len(found) < depth or depth >= len(self.index):
                 mine = mine[:wanted]
                 return mine, mode, {i: chunks[i] for _, i in mine}

@@ -2,8 +2,9 @@
 
 The reasoning is returned as ``reasoning_content`` (as vLLM's reasoning parsers do), the
 citations, the checked claims and the routing trace as extra fields ``citations``,
-``fedrag_claims``, ``fedrag_grounded`` and ``fedrag_trace``. An answer the loop guard cut
-short finishes with ``length`` (``fedrag_finish_reason``: ``repetition``).
+``fedrag_claims``, ``fedrag_grounded`` and ``fedrag_trace``, and a DP answer's cost (model
+``fedrag-dp``) as ``fedrag_privacy``. An answer the loop guard cut short finishes with ``length``
+(``fedrag_finish_reason``: ``repetition``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def _extras(answer: AskResponse) -> dict[str, Any]:
         "fedrag_finish_reason": answer.finish_reason,
         "fedrag_trace": answer.trace.model_dump(),
         "fedrag_partial": answer.partial,
+        "fedrag_privacy": answer.privacy.model_dump() if answer.privacy is not None else None,
     }
 
 

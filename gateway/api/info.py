@@ -24,7 +24,7 @@ async def models(caller: str = Depends(api_caller), pipeline: Pipeline = Depends
 
     Any other name is refused with 404 ``model_not_found``.
     """
-    names = model_names(pipeline.settings.llm)
+    names = model_names(pipeline.settings.llm, dp=pipeline.dp_answerer is not None)
     return {
         "object": "list",
         "data": [{"id": name, "object": "model", "created": 0, "owned_by": "fedrag"} for name in names],

@@ -1,4 +1,4 @@
-"""Noisy selection through the real app: noisy picks, per-client budgets (429), an audit trail that survives restarts."""
+"""Noisy selection through the real app: noisy picks, per-client budgets (429), an audit trail surviving restarts."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import tomli_w
 
-from federation.client import SiloClient
+from federation.client import EncodedSearch, SiloClient
 from federation.protocol import Shard, shard_of
 from tests.conftest import Federation
 
@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 SHARDS = 3
 
 
-async def _search(fed: Federation, encoder, question: str, k: int, shard: Shard | None) -> list[tuple[str, str]]:
+async def _search(
+    fed: Federation, encoder, question: str, k: int, shard: Shard | None, exclude: list[str] | None = None
+) -> list[tuple[str, str]]:
     from silo_node.app import create_app
 
     app = create_app(fed.silo_dir(), encoder=encoder)
@@ -25,7 +27,12 @@ async def _search(fed: Federation, encoder, question: str, k: int, shard: Shard 
         transport = httpx.ASGITransport(app)
         async with SiloClient("http://alpha", "alpha", fed.signer(), transport=transport) as client:
             vector = encoder.encode([question])[0]
-            reply = await client.search(vector, k, fed.membership.embedding.fingerprint, shard=shard)
+            fingerprint = fed.membership.embedding.fingerprint
+            if exclude:
+                search = EncodedSearch.build(vector, k, fingerprint, shard=shard, exclude_doc_ids=exclude)
+                reply = (await client.search_encoded(search)).response
+            else:
+                reply = await client.search(vector, k, fingerprint, shard=shard)
     return [(hit.doc_id, hit.chunk_id) for hit in reply.hits]
 
 
@@ -68,3 +75,11 @@ def test_a_shard_outside_its_count_is_refused() -> None:
     with pytest.raises(ValueError, match="below the count"):
         Shard(count=2, index=2)
     assert shard_of("alpha", "doc", 4) == shard_of("alpha", "doc", 4)  # stable across calls and parties
+
+
+async def test_excluded_documents_are_searched_as_if_absent(federation, encoder) -> None:
+    before = await _search(federation, encoder, "asthma inhaler", 8, None)
+    left_out = [before[0][0]]
+    after = await _search(federation, encoder, "asthma inhaler", 5, None, exclude=left_out)
+    assert left_out[0] not in {d for d, _ in after} and len(after) == 5
+    assert after == [h for h in before if h[0] != left_out[0]][:5]  # the others keep their order
