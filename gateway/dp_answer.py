@@ -9,7 +9,8 @@ How one answer is made (the ``fedrag-dp`` model; settings ``[dp_answer]``):
    the silos (``exclude_doc_ids``), as if absent.
 2. **Charge first.** Every document a voter reads is charged the answer's epsilon in the
    durable ledger (:class:`gateway.privacy_ledger.PrivacyLedger`) before anything is
-   generated. A document no voter read changed nothing and is charged nothing.
+   generated, by one answer at a time (:meth:`DPAnswerer.read`). A document no voter read
+   changed nothing and is charged nothing.
 3. **Free tokens, paid tokens.** Token by token, the model *without passages* proposes the next
    token for free. While paid tokens remain, each voter proposes its own; the sparse-vector test
    (:class:`gateway.dp_vote.SparseVectorTest`) asks whether enough of them disagree. If not, the
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,12 +40,29 @@ from gateway.fanout import SiloOutcome, SiloPool
 from gateway.privacy_ledger import DocumentKey, PrivacyLedger
 from gateway.token_client import LlamaCppTokens
 
-__all__ = ["DPAnswer", "DPAnswerer", "read_shards"]
+__all__ = ["DPAnswer", "DPAnswerer", "Reading", "answer_messages", "read_shards"]
 
 _SYSTEM = "You answer questions in one short sentence."
 _SYSTEM_CHOICES = "You answer multiple-choice questions with the letter of the correct option only."
 _MAX_FILTER_ROUNDS = 20
 _END_TEXTS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>")
+
+
+@dataclass
+class Reading:
+    """What the voters read for one answer, already charged to the ledger.
+
+    Attributes:
+        contexts: each voter's passages.
+        read: the documents read (each charged the answer's epsilon).
+        left_out: the documents left out because their budget is spent.
+        failures: the outcomes of silos that did not answer (the answer is partial).
+    """
+
+    contexts: list[list[Passage]]
+    read: list[DocumentKey]
+    left_out: set[DocumentKey]
+    failures: list[SiloOutcome]
 
 
 @dataclass
@@ -68,7 +86,6 @@ class DPAnswer:
     documents_read: int
     documents_left_out: int
     voters_with_passages: int
-    read: list[DocumentKey] = field(default_factory=list, repr=False)
 
 
 def _choices_block(choices: Sequence[str] | None) -> str:
@@ -77,7 +94,8 @@ def _choices_block(choices: Sequence[str] | None) -> str:
     return "\n" + "\n".join(f"{chr(ord('A') + i)}. {c}" for i, c in enumerate(choices))
 
 
-def _messages(question: str, choices: Sequence[str] | None, passages: Sequence[Passage]) -> list[dict[str, str]]:
+def answer_messages(question: str, choices: Sequence[str] | None, passages: Sequence[Passage]) -> list[dict[str, str]]:
+    """The chat of one voter (its passages), or of the free model (none)."""
     system = _SYSTEM_CHOICES if choices else _SYSTEM
     asked = f"Question: {question}{_choices_block(choices)}"
     if passages:
@@ -160,28 +178,33 @@ class DPAnswerer:
         self.ledger = ledger
         self._rng = rng if rng is not None else np.random.default_rng()
         self._end: frozenset[int] | None = None
+        self._reading = asyncio.Lock()  # budgets are checked and charged by one answer at a time
+
+    async def read(
+        self, pool: SiloPool, silos: Sequence[str], query: np.ndarray, *, request_id: str | None = None
+    ) -> Reading:
+        """The voters' passages for ``query``, each document read charged, durably, before this returns."""
+        async with self._reading:
+            contexts, left_out, failures = await read_shards(
+                pool, silos, query, self.settings, self.ledger, request_id=request_id
+            )
+            read = sorted({(p.silo, p.doc_id) for context in contexts for p in context})
+            if read:
+                self.ledger.charge(read, self.epsilon)
+        return Reading(contexts=contexts, read=read, left_out=left_out, failures=failures)
 
     @property
     def epsilon(self) -> float:
         """What one answer costs each document it reads."""
         return answer_epsilon(self.settings.max_paid_tokens, self.settings.epsilon_test, self.settings.epsilon_token)
 
-    async def answer(
-        self,
-        question: str,
-        contexts: Sequence[Sequence[Passage]],
-        *,
-        choices: Sequence[str] | None = None,
-        left_out: int = 0,
-    ) -> DPAnswer:
-        """Answer ``question`` from the voters' ``contexts`` (one list of passages per voter)."""
+    async def answer(self, question: str, reading: Reading, *, choices: Sequence[str] | None = None) -> DPAnswer:
+        """Answer ``question`` from what the voters read (:meth:`read`)."""
         cfg = self.settings
-        read = sorted({(p.silo, p.doc_id) for context in contexts for p in context})
-        if read:
-            self.ledger.charge(read, self.epsilon)  # durable before any token is generated
-        free_prompt = await self.tokens.chat_prompt(_messages(question, choices, ()))
+        contexts = reading.contexts
+        free_prompt = await self.tokens.chat_prompt(answer_messages(question, choices, ()))
         voter_prompts = await asyncio.gather(
-            *(self.tokens.chat_prompt(_messages(question, choices, context)) for context in contexts if context)
+            *(self.tokens.chat_prompt(answer_messages(question, choices, context)) for context in contexts if context)
         )
         threshold = cfg.threshold if cfg.threshold is not None else cfg.voters / 2
         test = SparseVectorTest(threshold, cfg.epsilon_test, self._rng)
@@ -211,10 +234,9 @@ class DPAnswerer:
             epsilon=self.epsilon,
             paid_tokens=paid,
             tokens=len(generated),
-            documents_read=len(read),
-            documents_left_out=left_out,
+            documents_read=len(reading.read),
+            documents_left_out=len(reading.left_out),
             voters_with_passages=len(voter_prompts),
-            read=read,
         )
 
     async def _end_ids(self) -> list[int]:

@@ -200,13 +200,22 @@ class SiloPool:
         if not silos:
             return []
         # One body per kind of silo (signed per silo): encoded, validated and hashed once per question.
-        scope = {"shard": shard, "exclude_doc_ids": exclude_doc_ids}
-        dense = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id, **scope)
+        dense = EncodedSearch.build(
+            vector, k, self._fingerprint, request_id=request_id, shard=shard, exclude_doc_ids=exclude_doc_ids
+        )
         wants_text = {name for name in silos if self._searches_text(name)}
         with_text = dense
         if text and wants_text:  # joined conversation turns end with the question: keep the end
             clipped = text[-MAX_QUERY_TEXT_CHARS:]
-            with_text = EncodedSearch.build(vector, k, self._fingerprint, request_id=request_id, text=clipped, **scope)
+            with_text = EncodedSearch.build(
+                vector,
+                k,
+                self._fingerprint,
+                request_id=request_id,
+                text=clipped,
+                shard=shard,
+                exclude_doc_ids=exclude_doc_ids,
+            )
         tasks = {
             name: asyncio.create_task(self._search_one(name, with_text if name in wants_text else dense))
             for name in silos

@@ -34,7 +34,7 @@ from federation.config import GatewaySettings, GroundingSettings, LLMEndpointSet
 from federation.encoder import Encoder
 from federation.errors import UpstreamError
 from gateway.conversation import Standalone
-from gateway.dp_answer import DPAnswerer, read_shards
+from gateway.dp_answer import DPAnswerer
 from gateway.fanout import SiloOutcome, SiloPool
 from gateway.generation import STREAM_HOLDBACK_CHARS, Generated, Generator
 from gateway.grounding import GroundingChecker, GroundingReport
@@ -410,17 +410,11 @@ class Pipeline:
         query = (await self._embed([asked.question]))[0]
         timings["embed"] = _ms(t)
         t = time.perf_counter()
-        contexts, left_out, retrieval.outcomes = await read_shards(
-            self.pool,
-            self.pool.names,
-            query,
-            self.dp_answerer.settings,
-            self.dp_answerer.ledger,
-            request_id=retrieval.request_id,
-        )
+        reading = await self.dp_answerer.read(self.pool, self.pool.names, query, request_id=retrieval.request_id)
+        retrieval.outcomes = reading.failures
         timings["search"] = _ms(t)
         t = time.perf_counter()
-        answer = await self.dp_answerer.answer(asked.question, contexts, choices=choices, left_out=len(left_out))
+        answer = await self.dp_answerer.answer(asked.question, reading, choices=choices)
         timings["generate"] = _ms(t)
         timings["total"] = _ms(started)
         choice = read_choice(answer.text, False, choices) if choices else None
