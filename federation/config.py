@@ -133,6 +133,59 @@ class TrainingPolicySettings(_Section):
     max_examples: int = Field(2000, ge=1, description="Most training examples built from the silo's documents.")
 
 
+CrawlControl = Literal["crawl_limit", "self_query", "sweep"]
+CRAWL_CONTROLS: tuple[CrawlControl, ...] = ("crawl_limit", "self_query", "sweep")
+
+
+class CrawlSettings(_Section):
+    """Crawl resistance per gateway key (threat model T2): rate limits and detection, not differential privacy.
+
+    Within a sliding window of ``window_s`` seconds, per gateway key, each control named in
+    ``controls``: ``crawl_limit``, at most a cap of *distinct* chunks released (re-released chunks
+    are free); ``self_query``, at most ``max_self_queries`` searches whose best similarity to a
+    stored chunk reaches ``self_query_similarity`` (a query that is a chunk's own embedding, the
+    step of a snowball crawl); ``sweep``, of the key's last ``sweep_queries`` searches, at least
+    ``sweep_new_share`` of the released chunks new to the key while their median best score stays
+    below ``sweep_max_score`` (no real question asked). A search that would break one gets 429
+    with that control's name as its code and Retry-After, releases nothing, and writes one
+    ``crawl_alert`` audit record.
+    """
+
+    enabled: bool = Field(False, description="Enforce the crawl controls (recommended for any silo with a gateway).")
+    controls: list[CrawlControl] = Field(
+        default_factory=lambda: list(CRAWL_CONTROLS),
+        description="The controls enforced when enabled (each is also the 429's code).",
+    )
+    window_s: float = Field(3600.0, gt=0, description="Length of the sliding window in seconds.")
+    max_distinct_chunks: int = Field(
+        500, ge=1, description="Most distinct chunks one gateway key may receive per window."
+    )
+    max_distinct_share: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="Most distinct chunks per key and window as a share of the silo's chunks (at least max_k); "
+        "the smaller cap applies.",
+    )
+    self_query_similarity: float = Field(
+        0.97, gt=0, le=1, description="A search whose best cosine to a stored chunk reaches this is a self-query."
+    )
+    max_self_queries: int = Field(20, ge=0, description="Self-queries one key may make per window; 429 after.")
+    sweep_queries: int = Field(
+        20, ge=2, le=10_000, description="Sweep detection looks at a key's last this many searches in the window."
+    )
+    sweep_new_share: float = Field(
+        0.9, gt=0, le=1, description="Sweep: least share of the released chunks that were new to the key."
+    )
+    sweep_max_score: float = Field(0.3, ge=-1, le=1, description="Sweep: the median best score stays below this.")
+
+    @model_validator(mode="after")
+    def _controls_once(self) -> CrawlSettings:
+        if len(set(self.controls)) != len(self.controls):
+            raise ValueError("policy.crawl.controls names a control twice")
+        return self
+
+
 class ReleasePolicySettings(_Section):
     """What may leave the silo, enforced before any reply is sent."""
 
@@ -160,6 +213,7 @@ class ReleasePolicySettings(_Section):
     )
     noisy_selection: NoisySelectionSettings = Field(default_factory=NoisySelectionSettings)
     training: TrainingPolicySettings = Field(default_factory=TrainingPolicySettings)
+    crawl: CrawlSettings = Field(default_factory=CrawlSettings)
     audit_log: bool = Field(True, description="Append every request to DIR/audit.jsonl.")
 
 

@@ -104,6 +104,17 @@ class BudgetExhausted(ClientError):
         self.retry_after_s = retry_after_s
 
 
+class CrawlLimited(BudgetExhausted):
+    """A gateway key's searches look like a crawl of the silo, or reach its crawl limits (T2).
+
+    The code says which rule refused: ``crawl_limit`` (distinct chunks per window),
+    ``self_query`` (queries sitting on a stored chunk) or ``sweep`` (systematic coverage).
+    """
+
+    code = "crawl_limit"
+    title = "Crawl limit reached"
+
+
 class Overloaded(BudgetExhausted):
     """Every slot for this kind of work is busy and the queue is full (or the wait ran out)."""
 

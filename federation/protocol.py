@@ -181,6 +181,7 @@ class PolicySummary(_Reply):
     release_text: bool
     noisy_selection: bool = Field(False, description="Passages are selected with noise (no document-level DP).")
     epsilon_per_query: float | None = None
+    crawl_limits: bool = Field(False, description="Per-key crawl limits apply: a crawling key gets 429.")
 
 
 class SiloCard(_Reply):

@@ -102,6 +102,7 @@ def build_card(
             release_text=policy.release_text,
             noisy_selection=policy.noisy_selection.enabled,
             epsilon_per_query=policy.noisy_selection.epsilon_per_query if policy.noisy_selection.enabled else None,
+            crawl_limits=policy.crawl.enabled,
         ),
         search=search,
     )

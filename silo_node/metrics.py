@@ -38,4 +38,10 @@ class SiloMetrics:
         self.epsilon_spent = Counter(
             "fedrag_silo_epsilon_spent_total", "Differential-privacy epsilon spent, all clients", registry=self.registry
         )
+        self.crawl_refusals = Counter(
+            "fedrag_silo_crawl_refusals_total",
+            "Searches refused by the crawl controls, by reason (crawl_limit, self_query, sweep)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.index_vectors = Gauge("fedrag_silo_index_vectors", "Vectors in the live index", registry=self.registry)

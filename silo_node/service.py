@@ -30,7 +30,7 @@ from silo_node.index import set_search_threads
 from silo_node.indexer import Indexer, IngestReport
 from silo_node.ingest import IngestProblem, SourceDocument
 from silo_node.live_index import LiveIndex
-from silo_node.policy import AuditLog, Candidate, ReleasePolicy
+from silo_node.policy import AuditLog, Candidate, ReleasePolicy, alerts_in_window
 from silo_node.ranking import fuse_ranks, rank_scores
 from silo_node.store import DocumentInfo, SiloStore, StoredChunk
 
@@ -63,8 +63,8 @@ class SiloService:
         self._check_membership()
         self.dimension = self.membership.embedding.dimension
         self.store = SiloStore(self.silo_dir / DB_FILE, dimension=self.dimension)
-        audit = AuditLog(self.silo_dir / AUDIT_FILE) if settings.policy.audit_log else None
-        self.policy = ReleasePolicy(settings.policy, audit=audit)
+        self.audit = AuditLog(self.silo_dir / AUDIT_FILE) if settings.policy.audit_log else None
+        self.policy = ReleasePolicy(settings.policy, audit=self.audit)
         self.index = LiveIndex(
             self.store, settings.index, self.dimension, self.silo_dir / INDEX_FILE, on_removed=self.policy.forget
         )
@@ -171,7 +171,9 @@ class SiloService:
             for s, i in found
             if i in chunks
         ]
-        release = self.policy.apply(client_id, request.k, candidates, request_id=request.request_id or "")
+        release = self.policy.apply(
+            client_id, request.k, candidates, request_id=request.request_id or "", corpus_size=len(self.index)
+        )
         hits = [
             SearchHit(
                 chunk_id=f"{self.settings.name}:{h.chunk_id}",
@@ -306,4 +308,18 @@ class SiloService:
             "index_bytes": index_path.stat().st_size if index_path.exists() else 0,
             "noisy_selection": self.settings.policy.noisy_selection.enabled,
             "search": self.settings.search.mode,
+            "crawl": self.crawl_stats(),
+        }
+
+    def crawl_stats(self) -> dict[str, Any]:
+        """The crawl controls and the alerts of the current window per gateway key id, read from the audit log."""
+        crawl = self.settings.policy.crawl
+        alerts = None
+        if self.audit is not None:
+            alerts = alerts_in_window(self.audit.records(), since=time.time() - crawl.window_s)
+        return {
+            "enabled": crawl.enabled,
+            "controls": list(crawl.controls) if crawl.enabled else [],
+            "window_s": crawl.window_s,
+            "alerts_in_window": alerts,
         }

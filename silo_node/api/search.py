@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
+from federation.errors import CrawlLimited
 from federation.http import problem_schema
 from federation.protocol import SearchRequest, SearchResponse, SiloCard
 from federation.signing import Caller
@@ -27,7 +28,11 @@ async def search(
 ) -> SearchResponse:
     """Search this silo with one query vector (signed by a gateway of the federation)."""
     started = time.perf_counter()
-    response = await service.run(service.search, caller.key_id, request)
+    try:
+        response = await service.run(service.search, caller.key_id, request)
+    except CrawlLimited as refusal:
+        metrics.crawl_refusals.labels(reason=refusal.code).inc()
+        raise
     metrics.search_seconds.observe(time.perf_counter() - started)
     metrics.released_chunks.inc(len(response.hits))
     metrics.epsilon_spent.inc(response.epsilon_spent)

@@ -3,8 +3,9 @@
 For each search the policy caps ``k`` at ``max_k``, drops passages below ``min_score``,
 optionally selects and scores them with noise (noisy selection, charging the client's
 epsilon budget first; it gives no document-level guarantee, see
-:class:`~federation.config.NoisySelectionSettings`), withholds or redacts text, and writes
-one audit record whether anything was released or the request was refused.
+:class:`~federation.config.NoisySelectionSettings`), refuses searches that reach the client's
+crawl limits (:class:`~silo_node.policy.crawl.CrawlGuard`), withholds or redacts text, and
+writes one audit record whether anything was released or the request was refused.
 
 Redaction is the costly step (regular expressions over every released string), and a
 chunk's text, title and metadata never change under its id (a re-ingested document gets new
@@ -27,9 +28,10 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from federation.config import ReleasePolicySettings
-from federation.errors import BudgetExhausted, ConfigError, ValidationFailed
+from federation.errors import BudgetExhausted, ConfigError, CrawlLimited, ValidationFailed
 from silo_node.policy.accounting import EpsilonAccountant
 from silo_node.policy.audit import AuditLog
+from silo_node.policy.crawl import ALERT_EVENT, CrawlGuard
 from silo_node.policy.dp import SCORE_SENSITIVITY, clip_score, gumbel_top_k, laplace_scores
 from silo_node.policy.redaction import Redactor
 
@@ -83,8 +85,10 @@ class ReleasePolicy:
         accountant: Per-client epsilon budgets. With noisy selection enabled and none given,
             one is built from ``settings.noisy_selection`` and restored from ``audit``'s records
             within the window, so a restart does not reset anyone's budget.
+        crawl: Per-client crawl limits. With ``settings.crawl`` enabled and none given, one is
+            built and restored from ``audit``'s searches within its window.
         rng: Noise source for the noisy selection; defaults to a generator seeded from the OS.
-        clock: Wall-clock source, shared with the accountant built here.
+        clock: Wall-clock source, shared with the accountant and crawl guard built here.
 
     Raises:
         ConfigError: A redaction pattern is invalid, or one query's epsilon exceeds the
@@ -99,6 +103,7 @@ class ReleasePolicy:
         *,
         audit: AuditLog | None,
         accountant: EpsilonAccountant | None = None,
+        crawl: CrawlGuard | None = None,
         rng: np.random.Generator | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -113,6 +118,7 @@ class ReleasePolicy:
         if settings.redaction_patterns and not settings.redact_pii:
             logger.warning("redaction_patterns are set but redact_pii is false: they are not applied")
         noisy = settings.noisy_selection
+        built_accountant: EpsilonAccountant | None = None
         if noisy.enabled:
             if noisy.epsilon_per_query > noisy.budget_per_window:
                 raise ConfigError(
@@ -120,14 +126,16 @@ class ReleasePolicy:
                     f"policy.noisy_selection.budget_per_window ({noisy.budget_per_window:g})"
                 )
             if accountant is None:
-                accountant = EpsilonAccountant(noisy.budget_per_window, noisy.window_s, clock=clock)
-                if audit is not None:
-                    self._restore(accountant, audit)
-                else:
-                    logger.warning(
-                        "noisy selection is enabled without an audit log: budgets reset when the silo restarts"
-                    )
+                accountant = built_accountant = EpsilonAccountant(noisy.budget_per_window, noisy.window_s, clock=clock)
+        built_crawl: CrawlGuard | None = None
+        if settings.crawl.enabled and crawl is None:
+            crawl = built_crawl = CrawlGuard(settings.crawl, min_cap=settings.max_k, clock=clock)
+        if audit is not None and (built_accountant is not None or built_crawl is not None):
+            self._restore(audit, built_accountant, built_crawl)
+        elif built_accountant is not None or built_crawl is not None:
+            logger.warning("budgets and crawl limits are enforced without an audit log: they reset on restart")
         self._accountant = accountant
+        self._crawl = crawl
 
     @property
     def settings(self) -> ReleasePolicySettings:
@@ -138,6 +146,11 @@ class ReleasePolicy:
     def accountant(self) -> EpsilonAccountant | None:
         """The epsilon accountant (``None`` without noisy selection and none given)."""
         return self._accountant
+
+    @property
+    def crawl(self) -> CrawlGuard | None:
+        """The crawl guard (``None`` without crawl limits and none given)."""
+        return self._crawl
 
     def candidates_needed(self, k: int) -> int:
         """How many exact candidates the search must fetch for a request of ``k``.
@@ -166,7 +179,15 @@ class ReleasePolicy:
                 self._record(client_id, request_id, requested_k, k_eff, 0.0, [], 0, outcome="budget_exhausted")
                 raise
 
-    def apply(self, client_id: str, requested_k: int, candidates: Sequence[Candidate], *, request_id: str) -> Release:
+    def apply(
+        self,
+        client_id: str,
+        requested_k: int,
+        candidates: Sequence[Candidate],
+        *,
+        request_id: str,
+        corpus_size: int | None = None,
+    ) -> Release:
         """Decide what of ``candidates`` leaves the silo, and audit the decision.
 
         Args:
@@ -174,6 +195,7 @@ class ReleasePolicy:
             requested_k: Passages the caller asked for.
             candidates: Exact search hits, as many as :meth:`candidates_needed` said.
             request_id: The caller's request id, for the audit log.
+            corpus_size: Chunks in the silo, for the crawl guard's share cap.
 
         Returns:
             The released hits, best released score first.
@@ -182,9 +204,14 @@ class ReleasePolicy:
             ValidationFailed: ``requested_k`` is smaller than 1.
             BudgetExhausted: Noisy selection is on and the client's budget is spent (the
                 refusal is audited; nothing is selected).
+            CrawlLimited: The release would break one of the client's crawl limits: nothing is
+                released, one ``crawl_alert`` record is audited (an epsilon charged for the
+                selection stays charged).
             ServerError: The audit record could not be written; nothing is released.
         """
         k_eff = self._k_effective(requested_k)
+        finite = [c.score for c in candidates if math.isfinite(c.score)]
+        best_score = max(finite) if finite else None
         eligible = [c for c in candidates if math.isfinite(c.score) and c.score >= self._settings.min_score]
         eligible.sort(key=lambda c: (-c.score, c.chunk_id))
         noisy = self._settings.noisy_selection
@@ -200,6 +227,15 @@ class ReleasePolicy:
             chosen = eligible[:k_eff]
             scores = [c.score for c in chosen]
             epsilon_spent = 0.0
+        if self._crawl is not None:
+            best = best_score if best_score is not None else -1.0
+            try:
+                self._crawl.admit(client_id, best, [c.chunk_id for c in chosen], corpus_size=corpus_size)
+            except CrawlLimited as refusal:
+                self._record_alert(
+                    refusal, client_id, request_id, requested_k, k_eff, epsilon_spent, best_score, corpus_size
+                )
+                raise
         hits, redactions = self._render(chosen, scores)
         self._record(
             client_id,
@@ -210,12 +246,52 @@ class ReleasePolicy:
             [hit.chunk_id for hit in hits],
             redactions,
             outcome="released",
+            best_score=best_score,
         )
         logger.debug(
             "release",
             extra={"client_id": client_id, "request_id": request_id, "k_eff": k_eff, "released": len(hits)},
         )
         return Release(hits=hits, epsilon_spent=epsilon_spent, redactions=redactions, k_effective=k_eff)
+
+    def _record_alert(
+        self,
+        refusal: CrawlLimited,
+        client_id: str,
+        request_id: str,
+        requested_k: int,
+        k_eff: int,
+        epsilon_spent: float,
+        best_score: float | None,
+        corpus_size: int | None,
+    ) -> None:
+        """Log and audit one crawl alert: the reason and the key's counts, never chunk ids or text."""
+        assert self._crawl is not None  # only called after the guard refused
+        usage = self._crawl.usage(client_id)
+        logger.warning(
+            "crawl alert",
+            extra={"client_id": client_id, "reason": refusal.code, "distinct_released": usage.distinct_released},
+        )
+        if self._audit is None:
+            return
+        self._audit.append(
+            {
+                "event": ALERT_EVENT,
+                "outcome": refusal.code,
+                "reason": refusal.code,
+                "client_id": client_id,
+                "request_id": request_id,
+                "requested_k": requested_k,
+                "k_eff": k_eff,
+                "epsilon_spent": epsilon_spent,
+                "released": [],
+                "best_score": _rounded(best_score),
+                "distinct_released": usage.distinct_released,
+                "distinct_cap": self._crawl.cap(corpus_size),
+                "self_queries": usage.self_queries,
+                "window_s": self._crawl.settings.window_s,
+            }
+        )
 
     def _k_effective(self, requested_k: int) -> int:
         if requested_k < 1:
@@ -320,6 +396,7 @@ class ReleasePolicy:
         redactions: int,
         *,
         outcome: str,
+        best_score: float | None = None,
     ) -> None:
         if self._audit is None:
             return
@@ -334,25 +411,44 @@ class ReleasePolicy:
                 "epsilon_spent": epsilon_spent,
                 "released": released,
                 "redactions": redactions,
+                "best_score": _rounded(best_score),
             }
         )
 
-    def _restore(self, accountant: EpsilonAccountant, audit: AuditLog) -> None:
-        """Replay the charges ``audit`` recorded within the accountant's window."""
+    def _restore(self, audit: AuditLog, accountant: EpsilonAccountant | None, crawl: CrawlGuard | None) -> None:
+        """Replay what ``audit`` recorded within the windows: epsilon charges, and released chunks."""
         audit.verify()
-        horizon = self._clock() - accountant.window_s
-        restored = 0
+        now = self._clock()
+        charges = searches = 0
         for record in audit.records():
             client_id = record.get("client_id")
             at = record.get("time")
-            epsilon = record.get("epsilon_spent")
-            if not isinstance(client_id, str) or not _is_number(at) or not _is_number(epsilon):
+            if not isinstance(client_id, str) or not _is_number(at):
                 continue
-            if epsilon > 0 and at > horizon:
+            epsilon = record.get("epsilon_spent")
+            if accountant is not None and _is_number(epsilon) and epsilon > 0 and at > now - accountant.window_s:
                 accountant.restore(client_id, float(at), float(epsilon))
-                restored += 1
-        logger.info("privacy budgets restored from the audit log", extra={"charges": restored})
+                charges += 1
+            released = record.get("released")
+            if (
+                crawl is not None
+                and record.get("outcome") == "released"
+                and isinstance(released, list)
+                and at > now - crawl.settings.window_s
+            ):
+                best = record.get("best_score")
+                ids = [i for i in released if isinstance(i, int) and not isinstance(i, bool)]
+                crawl.replay(client_id, float(at), float(best) if _is_number(best) else None, ids)
+                searches += 1
+        logger.info(
+            "privacy budgets and crawl state restored from the audit log",
+            extra={"charges": charges, "searches": searches},
+        )
 
 
 def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _rounded(score: float | None) -> float | None:
+    return None if score is None or not math.isfinite(score) else round(score, 6)
