@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from federation.config import SiloSettings, load_silo_settings
 from federation.encoder import Encoder
 from federation.http import BodyLimitMiddleware, RequestCounter, describe_api, register_error_handlers
-from silo_node.api import health_router, operator_router, search_router
+from silo_node.api import health_router, metrics_router, operator_router, search_router
 from silo_node.metrics import SiloMetrics
 from silo_node.service import SiloService
 
@@ -89,6 +89,7 @@ def create_app(silo_dir: Path, settings: SiloSettings | None = None, *, encoder:
     app.include_router(search_router)
     app.include_router(operator_router)
     app.include_router(health_router)
+    app.include_router(metrics_router)
     describe_api(app, schemes=SECURITY, by_tag={"operator": "operator"})
 
     app.add_middleware(RequestCounter, counter=metrics.requests)

@@ -51,6 +51,12 @@ def api_caller(request: Request) -> str:
     return name
 
 
+def metrics_reader(request: Request) -> str:
+    """Authenticate an API key (401) for ``/metrics``, outside its rate limit (a scraper polls)."""
+    keys: ApiKeyStore = request.app.state.api_keys
+    return keys.authenticate(request.headers.get("authorization"))
+
+
 async def cancel_on_disconnect(request: Request, work: Awaitable[_T], *, poll_s: float = 0.25) -> _T:
     """Run ``work``; cancel it if the client disconnects first (no answer is computed for nobody)."""
     task = asyncio.ensure_future(work)

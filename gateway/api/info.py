@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from federation.http import METRICS_RESPONSE, problem_response, problem_schema
-from gateway.api.deps import api_caller, get_pipeline
+from gateway.api.deps import api_caller, get_pipeline, metrics_reader
 from gateway.metrics import GatewayMetrics
 from gateway.models import model_names
 from gateway.pipeline import Pipeline
@@ -58,9 +58,15 @@ async def readyz(request: Request) -> dict[str, str] | Response:
     return {"status": "ready"}
 
 
-@router.get("/metrics", tags=["health"], response_class=Response, responses=METRICS_RESPONSE)
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    response_class=Response,
+    dependencies=[Depends(metrics_reader)],
+    responses={**METRICS_RESPONSE, 401: problem_schema()},
+)
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics."""
+    """Prometheus metrics (an API key: ``Authorization: Bearer <key>``, not rate limited)."""
     registry: GatewayMetrics = request.app.state.metrics
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -1,14 +1,16 @@
-"""Health and metrics routes (no credentials: they reveal nothing private)."""
+"""Health routes (no credentials: they reveal nothing) and metrics (the operator token)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from federation.http import METRICS_RESPONSE, problem_response
+from federation.http import METRICS_RESPONSE, problem_response, problem_schema
+from silo_node.api.deps import operator
 from silo_node.metrics import SiloMetrics
 
 router = APIRouter(tags=["health"])
+metrics_router = APIRouter(tags=["operator"], dependencies=[Depends(operator)])
 
 
 @router.get("/healthz")
@@ -25,9 +27,13 @@ async def readyz(request: Request) -> dict[str, str] | Response:
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=Response, responses=METRICS_RESPONSE)
+@metrics_router.get(
+    "/metrics",
+    response_class=Response,
+    responses={**METRICS_RESPONSE, 401: problem_schema(), 403: problem_schema()},
+)
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics."""
+    """Prometheus metrics (``Authorization: Bearer <operator token>``): refusals by reason, per-key activity."""
     registry: SiloMetrics = request.app.state.metrics
     service = getattr(request.app.state, "service", None)
     if service is not None:

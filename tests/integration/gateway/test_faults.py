@@ -182,6 +182,8 @@ async def test_silos_view_and_metrics(gateway_factory) -> None:
         await client.post("/v1/ask", json={"question": QUESTION})
         view = (await client.get("/v1/silos")).json()
         metrics = (await client.get("/metrics")).text
+        anonymous = await client.get("/metrics", headers={"Authorization": "Bearer fr-wrong"})
+    assert anonymous.status_code == 401 and "fedrag_gateway" not in anonymous.text
     silos = {s["name"]: s for s in view["silos"]}
     assert view["router"] == "all" and silos["alpha"]["breaker"] == "closed"
     assert silos["alpha"]["card"]["chunk_count"] > 10 and silos["alpha"]["last_latency_ms"] is not None

@@ -59,7 +59,7 @@ def sign(
 
 async def searches_served(transport: httpx.ASGITransport) -> float:
     async with httpx.AsyncClient(transport=transport, base_url="http://alpha") as http:
-        text = (await http.get("/metrics")).text
+        text = (await http.get("/metrics", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})).text
     line = next(ln for ln in text.splitlines() if ln.startswith("fedrag_silo_search_seconds_count"))
     return float(line.split()[-1])
 

@@ -54,7 +54,7 @@ async def test_a_crawl_loop_gets_429_with_a_reason_and_the_operator_sees_the_ale
         assert problem["code"] == "crawl_limit" and "cap of 12" in problem["detail"]
         assert int(refused.headers["Retry-After"]) > 0
         async with httpx.AsyncClient(transport=transport, base_url="http://alpha") as http:
-            metrics = (await http.get("/metrics")).text
+            metrics = (await http.get("/metrics", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})).text
             stats = (await http.get("/v1/admin/stats", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})).json()
         assert metric(metrics, 'fedrag_silo_crawl_refusals_total{reason="crawl_limit"}') == 1.0
         key = federation.gateway.key_id

@@ -162,12 +162,17 @@ async def test_the_federation_key_is_not_an_operator_credential(silo_app, federa
     assert reply.status_code == 401
 
 
-async def test_health_ready_and_metrics_need_no_credentials(silo_app, alpha_client, encoder, federation) -> None:
+async def test_health_needs_no_credentials_and_metrics_the_operator_token(
+    silo_app, alpha_client, encoder, federation
+) -> None:
     await ask(alpha_client, encoder, federation, "asthma inhaler")
     async with httpx.AsyncClient(transport=silo_app, base_url="http://alpha") as anon:
         assert (await anon.get("/healthz")).json() == {"status": "ok"}
         assert (await anon.get("/readyz")).status_code == 200
-        metrics = (await anon.get("/metrics")).text
+        assert (await anon.get("/metrics")).status_code == 401
+        wrong = await anon.get("/metrics", headers={"Authorization": "Bearer not-the-token"})
+        assert wrong.status_code == 403 and "fedrag_silo" not in wrong.text
+        metrics = (await anon.get("/metrics", headers=OPERATOR)).text
     assert "fedrag_silo_search_seconds_count 1.0" in metrics
     assert 'fedrag_silo_requests_total{route="/v1/search",status="200"} 1.0' in metrics
 
