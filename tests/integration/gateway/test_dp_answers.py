@@ -70,6 +70,7 @@ async def test_a_dp_answer_reports_its_epsilon_and_charges_the_documents_it_read
         reply = await client.post("/v1/ask", json={"question": QUESTION, "model": "fedrag-dp"})
         assert reply.status_code == 200, reply.text
         body = reply.json()
+        charged_by_ask = _spent(federation)
         chat = await client.post(
             "/v1/chat/completions", json={"model": "fedrag-dp", "messages": [{"role": "user", "content": QUESTION}]}
         )
@@ -77,7 +78,9 @@ async def test_a_dp_answer_reports_its_epsilon_and_charges_the_documents_it_read
     assert body["citations"] == []  # which passage was read is what the guarantee hides
     privacy = body["privacy"]
     assert privacy["epsilon"] == pytest.approx(2 * (1.0 + 3.0))  # max_paid_tokens * (epsilon_test + epsilon_token)
-    assert 1 <= privacy["documents_read"] <= 3 * 2  # voters x passages_per_voter
+    # Exactly the documents the answer says it read were charged, each the answer's epsilon, before the reply.
+    assert len(charged_by_ask) == privacy["documents_read"] >= 1
+    assert all(eps == pytest.approx(8.0) for eps in charged_by_ask.values())
     spent = _spent(federation)  # two answers (ask, chat) of the same question: read once or twice, 8 each time
     assert len(spent) >= privacy["documents_read"]
     assert {round(eps, 6) for eps in spent.values()} <= {8.0, 16.0}
