@@ -37,16 +37,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from federation.config import CRAWL_CONTROLS, CrawlSettings
+from federation.config import CrawlSettings
 from federation.errors import CrawlLimited
 
-__all__ = ["ALERT_EVENT", "REASONS", "CrawlGuard", "CrawlUsage", "alerts_in_window"]
+__all__ = ["ALERT_EVENT", "CrawlGuard", "CrawlUsage", "alerts_in_window"]
 
 ALERT_EVENT = "crawl_alert"
 """The ``event`` of the audit record written for each refusal."""
-
-REASONS = CRAWL_CONTROLS
-"""The reason codes of a refusal (the 429's ``code``)."""
 
 
 @dataclass(frozen=True)

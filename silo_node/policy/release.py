@@ -272,25 +272,22 @@ class ReleasePolicy:
             "crawl alert",
             extra={"client_id": client_id, "reason": refusal.code, "distinct_released": usage.distinct_released},
         )
-        if self._audit is None:
-            return
-        self._audit.append(
-            {
-                "event": ALERT_EVENT,
-                "outcome": refusal.code,
-                "reason": refusal.code,
-                "client_id": client_id,
-                "request_id": request_id,
-                "requested_k": requested_k,
-                "k_eff": k_eff,
-                "epsilon_spent": epsilon_spent,
-                "released": [],
-                "best_score": _rounded(best_score),
-                "distinct_released": usage.distinct_released,
-                "distinct_cap": self._crawl.cap(corpus_size),
-                "self_queries": usage.self_queries,
-                "window_s": self._crawl.settings.window_s,
-            }
+        self._record(
+            client_id,
+            request_id,
+            requested_k,
+            k_eff,
+            epsilon_spent,
+            [],
+            0,
+            outcome=refusal.code,
+            best_score=best_score,
+            event=ALERT_EVENT,
+            reason=refusal.code,
+            distinct_released=usage.distinct_released,
+            distinct_cap=self._crawl.cap(corpus_size),
+            self_queries=usage.self_queries,
+            window_s=self._crawl.settings.window_s,
         )
 
     def _k_effective(self, requested_k: int) -> int:
@@ -397,12 +394,15 @@ class ReleasePolicy:
         *,
         outcome: str,
         best_score: float | None = None,
+        event: str = "search",
+        **extra: Any,
     ) -> None:
+        """Audit one decision; ``extra`` fields (counts, never chunk text) follow the common ones."""
         if self._audit is None:
             return
         self._audit.append(
             {
-                "event": "search",
+                "event": event,
                 "outcome": outcome,
                 "client_id": client_id,
                 "request_id": request_id,
@@ -412,6 +412,7 @@ class ReleasePolicy:
                 "released": released,
                 "redactions": redactions,
                 "best_score": _rounded(best_score),
+                **extra,
             }
         )
 
