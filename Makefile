@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow lint bench eval clean
+.PHONY: install demo test test-slow test-containers images manifests lint bench eval clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,18 @@ test: install
 
 test-slow: install
 	$(BIN)/pytest -m "slow or gpu" -q
+
+# The images (deploy/images.sh: docker, or podman with a debootstrapped Debian base; first build about
+# 12 minutes on 2 cores), then only the container tests: the README's docker commands run on them.
+images:
+	bash deploy/images.sh
+
+test-containers: install images
+	$(BIN)/pytest -m slow -q tests/container
+
+# The Kubernetes manifests against the Kubernetes 1.37 schemas, offline and strict (make test checks them too).
+manifests: install
+	$(BIN)/kubernetes-validate --strict --kubernetes-version 1.37.0 deploy/k8s/*.yaml
 
 # A quick CPU run of the evaluation harness (both suites, the embedded LLM); report in eval-out/report.md.
 # fed-all also answers 20 retrieval and 10 unanswerable questions per suite free-form, old (free) and new

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from federation.errors import FedragError
@@ -157,7 +158,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except FedragError as exc:
-        err_console.print(f"[red]error:[/] {exc.detail}")
+        err_console.print(f"[red]error:[/] {escape(exc.detail)}")  # a detail is text, not markup
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")

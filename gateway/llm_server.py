@@ -224,7 +224,7 @@ class EmbeddedLLMServer:
         try:
             import xllamacpp
         except ImportError as exc:
-            raise ConfigError("the embedded LLM needs xllamacpp: pip install 'fedrag-serve[llm]'") from exc
+            raise ConfigError(f"the embedded LLM cannot load xllamacpp ({exc}): pip install 'fedrag-serve[llm]'") from exc
         model = self.model or model_path()
         if not model.is_file():
             raise ConfigError(f"model file {model} does not exist")
