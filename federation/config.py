@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from federation.errors import ConfigError
@@ -22,6 +23,17 @@ from federation.secrets import Secret
 logger = logging.getLogger(__name__)
 
 SILO_CONFIG_FILE = "silo.toml"
+STATE_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _check_state_url(url: Secret) -> Secret:
+    if urlsplit(url.reveal()).scheme not in STATE_URL_SCHEMES:  # the message never repeats the URL (a password)
+        raise ValueError("state_url must be a redis://, rediss:// or unix:// URL")
+    return url
+
+
+StateURL = Annotated[Secret, AfterValidator(_check_state_url)]
+"""A Redis URL, ``redis://[:PASSWORD@]HOST:PORT/DB``: a secret, since it may carry a password."""
 
 
 class _Section(BaseModel):
@@ -231,7 +243,11 @@ class SiloSettings(BaseSettings):
     """Everything a silo node needs to run; read from ``DIR/silo.toml`` and ``FEDRAG_SILO_*``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FEDRAG_SILO_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+        env_prefix="FEDRAG_SILO_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+        hide_input_in_errors=True,  # an invalid state_url may hold a password
     )
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Silo name.")
@@ -245,6 +261,11 @@ class SiloSettings(BaseSettings):
     clock_skew_s: float = Field(30.0, gt=0, le=600, description="Accepted distance of a signature's created time.")
     replay_cache_size: int = Field(100_000, ge=100, description="Nonces remembered against replay.")
     worker_threads: int = Field(2, ge=1, le=64, description="Threads for index, encoder and store work.")
+    state_url: StateURL | None = Field(
+        None,
+        description="Redis URL (redis://[:PASSWORD@]HOST:PORT/DB) where the nonce replay cache is kept, shared by "
+        "every worker serving this silo; unset: in this process's memory (one worker).",
+    )
     index: IndexSettings = Field(default_factory=IndexSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
@@ -287,6 +308,8 @@ def write_silo_settings(silo_dir: Path, settings: SiloSettings) -> Path:
     """Write ``settings`` to ``silo_dir/silo.toml`` (every field, so operators see the knobs)."""
     path = Path(silo_dir) / SILO_CONFIG_FILE
     data: dict[str, Any] = settings.model_dump(mode="json", exclude_none=True)
+    if settings.state_url is not None:  # secrets dump redacted; the file keeps what the operator gave
+        data["state_url"] = settings.state_url.reveal()
     path.write_text(tomli_w.dumps(data), encoding="utf-8")
     return path
 
@@ -486,7 +509,9 @@ class DPAnswerSettings(_Section):
     max_tokens: int = Field(48, ge=1, le=512, description="Most tokens of one answer.")
     document_budget: float = Field(20.0, gt=0, description="Lifetime epsilon of each document over all answers.")
     ledger_file: Path = Field(
-        Path("privacy-ledger.db"), description="Where each document's spent epsilon is kept (SQLite, durable)."
+        Path("privacy-ledger.db"),
+        description="Where each document's spent epsilon is kept (SQLite, durable), unless the gateway has a "
+        "state_url (then in Redis, shared by every gateway given it).",
     )
 
     @property
@@ -508,7 +533,11 @@ class GatewaySettings(BaseSettings):
     """A gateway's settings; flags of ``fedrag gateway serve`` and ``FEDRAG_GATEWAY_*`` variables."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FEDRAG_GATEWAY_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+        env_prefix="FEDRAG_GATEWAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+        hide_input_in_errors=True,  # an invalid state_url may hold a password
     )
 
     federation_file: Path = Field(description="The federation's membership file.")
@@ -518,6 +547,12 @@ class GatewaySettings(BaseSettings):
     max_question_chars: int = Field(4000, ge=1, description="Longest accepted question.")
     max_body_bytes: int = Field(256 * 1024, ge=1024, description="Largest request body.")
     allow_llm_only: bool = Field(False, description="Answer without sources when no silo could be searched.")
+    state_url: StateURL | None = Field(
+        None,
+        description="Redis URL (redis://[:PASSWORD@]HOST:PORT/DB) where the per-key rate limits and the DP answers' "
+        "privacy ledger are kept, shared by every gateway process given it; unset: in this process (memory, and "
+        "dp_answer.ledger_file).",
+    )
     llm: LLMEndpointSettings = Field(default_factory=LLMEndpointSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     grounding: GroundingSettings = Field(default_factory=GroundingSettings)

@@ -145,6 +145,17 @@ class Unavailable(ServerError):
     title = "Service unavailable"
 
 
+class StateStoreUnavailable(Unavailable):
+    """The store that several processes share state through (Redis) is down, unreachable or failing.
+
+    A request that needs the shared state (a rate limit, a nonce, a privacy budget) is refused,
+    never let through unchecked.
+    """
+
+    code = "state_store_unavailable"
+    title = "State store unavailable"
+
+
 class UpstreamError(ServerError):
     """A peer answered with an error or with something that is not valid protocol."""
 

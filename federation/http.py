@@ -1,4 +1,4 @@
-"""HTTP plumbing every fedrag app shares: one error shape, body limits.
+"""HTTP plumbing every fedrag app shares: one error shape, body limits, serving.
 
 Imported only by the FastAPI apps (silo node, gateway), so ``federation``'s core stays
 free of web-framework dependencies.
@@ -7,6 +7,7 @@ free of web-framework dependencies.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -207,3 +208,34 @@ def describe_api(app: FastAPI, *, schemes: dict[str, dict[str, Any]], by_tag: di
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+STARTUP_FAILURE = 3
+"""Exit status of a server whose app failed to start (uvicorn's)."""
+
+
+def serve(app: FastAPI, *, host: str, port: int, reuse_port: bool = False, **options: Any) -> None:
+    """Serve ``app`` with uvicorn until stopped; exit with :data:`STARTUP_FAILURE` if it cannot start.
+
+    Args:
+        app: the app.
+        host: address to listen on.
+        port: port to listen on.
+        reuse_port: open the socket with ``SO_REUSEPORT`` (Linux), so that several processes of
+            one service (sharing their state through a ``state_url``) listen on one port and the
+            kernel spreads connections among them.
+        options: more ``uvicorn.Config`` options (log level, TLS files).
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
+    if not reuse_port:
+        server.run()
+    else:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)

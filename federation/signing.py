@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from federation.errors import AuthenticationFailed, Unavailable
 from federation.identity import Identity, PublicIdentity
@@ -119,6 +120,34 @@ class RequestSigner:
         return f"RequestSigner(key_id={self.key_id!r})"
 
 
+class NonceCache(Protocol):
+    """Where a verifier remembers the nonces it accepted (the replay cache).
+
+    :meth:`remember` records (key id, nonce) for at least the clock-skew window and says
+    whether it was new; when it cannot tell (its store is down) it raises
+    :class:`~federation.errors.Unavailable`, and the request is refused. :attr:`started_at` is
+    the earliest ``created`` time the cache vouches for: a signature made before it may carry a
+    nonce the cache has forgotten, and is refused. :attr:`remote` is true when :meth:`remember`
+    makes a network round trip (a caller on an event loop then verifies in a worker thread).
+    Implementations: :class:`ReplayCache` (one process) and
+    :class:`federation.redis_state.RedisReplayCache` (shared by a silo's workers).
+    """
+
+    @property
+    def started_at(self) -> float:
+        """Signatures created before this time (seconds since the epoch) are refused."""
+        ...
+
+    @property
+    def remote(self) -> bool:
+        """Whether :meth:`remember` waits on the network."""
+        ...
+
+    def remember(self, key_id: str, nonce: str) -> bool:
+        """Record the nonce; return False if it was already seen (a replay)."""
+        ...
+
+
 class ReplayCache:
     """Remembers (key id, nonce) pairs until they could no longer pass the clock-skew window.
 
@@ -127,6 +156,8 @@ class ReplayCache:
     memory, so it also records when it started: signatures created before then are refused,
     since the nonces they carry may have been used before a restart.
     """
+
+    remote = False
 
     def __init__(self, ttl_s: float, max_entries: int, *, clock: Callable[[], float] = time.time) -> None:
         self._ttl = ttl_s
@@ -177,7 +208,7 @@ class RequestVerifier:
         *,
         known_but_not_allowed: Mapping[str, str] | None = None,
         clock_skew_s: float = 30.0,
-        replay_cache: ReplayCache | None = None,
+        replay_cache: NonceCache | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Create a verifier.
@@ -187,7 +218,7 @@ class RequestVerifier:
             audience: the name requests must be addressed to.
             known_but_not_allowed: key id -> reason, for members that may not call (silos).
             clock_skew_s: accepted distance between ``created`` and now, both directions.
-            replay_cache: shared nonce cache; a private one is created when omitted.
+            replay_cache: the nonce cache (:class:`NonceCache`); a private in-memory one when omitted.
             clock: time source (seconds since the epoch).
         """
         self._trusted = dict(trusted)
@@ -195,7 +226,12 @@ class RequestVerifier:
         self._not_allowed = dict(known_but_not_allowed or {})
         self._skew = clock_skew_s
         self._clock = clock
-        self._replay = replay_cache or ReplayCache(2 * clock_skew_s + 1, 100_000, clock=clock)
+        self._replay: NonceCache = replay_cache or ReplayCache(2 * clock_skew_s + 1, 100_000, clock=clock)
+
+    @property
+    def remote(self) -> bool:
+        """Whether :meth:`verify` waits on the network (a shared replay cache): run it off the event loop."""
+        return self._replay.remote
 
     def verify(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Caller:
         """Check a request; return the caller or raise :class:`AuthenticationFailed` with a reason.
@@ -279,6 +315,11 @@ class RequestVerifier:
             )
         if not self._replay.remember(key_id, nonce):
             raise AuthenticationFailed("nonce already used (replayed request)", code="nonce_replayed")
+        if created < self._replay.started_at:  # a shared cache may learn of a restart only now
+            raise AuthenticationFailed(
+                "signature created before this silo's replay cache (re)started; sign the request again",
+                code="signature_expired",
+            )
         return Caller(key_id=key_id, name=name)
 
 

@@ -1,4 +1,10 @@
-"""End-user API keys (stored as SHA-256 hashes) and per-key rate limits."""
+"""End-user API keys (stored as SHA-256 hashes) and per-key rate limits.
+
+A rate limit is a token bucket per key: ``per_minute`` requests a minute, bursts up to the
+same number. :class:`RateLimiter` keeps the buckets in this process;
+:class:`gateway.redis_stores.RedisRateLimiter` keeps them in Redis, shared by every gateway
+process given the same ``state_url`` (the :class:`RequestLimiter` contract).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from federation.errors import AuthenticationFailed, BudgetExhausted, ConfigError
 
@@ -89,10 +96,35 @@ class ApiKeyStore:
         return match.name
 
 
+class RequestLimiter(Protocol):
+    """Per-key request limits.
+
+    :meth:`take` spends one request of the key's allowance, or raises
+    :class:`~federation.errors.BudgetExhausted` (429, code ``rate_limited``, with
+    ``retry_after_s``) and spends nothing; when the limits cannot be checked it raises
+    :class:`~federation.errors.Unavailable` (503), never lets the request through.
+    """
+
+    def take(self, key_name: str) -> None:
+        """Spend one request of ``key_name``'s allowance or raise."""
+        ...
+
+
+def rate_limited(per_minute: int, tokens: float) -> BudgetExhausted:
+    """The 429 for a key whose bucket holds ``tokens`` (< 1) of ``per_minute``."""
+    wait = (1.0 - tokens) / (per_minute / 60.0)
+    return BudgetExhausted(
+        f"rate limit of {per_minute} requests per minute reached; retry in {math.ceil(wait)} s",
+        retry_after_s=wait,
+        code="rate_limited",
+    )
+
+
 class RateLimiter:
-    """A token bucket per key: ``per_minute`` requests a minute, bursts up to the same number."""
+    """A token bucket per key, in this process: ``per_minute`` requests a minute, bursts up to the same number."""
 
     def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._per_minute = per_minute
         self._capacity = float(per_minute)
         self._rate = per_minute / 60.0
         self._clock = clock
@@ -106,11 +138,6 @@ class RateLimiter:
             tokens, last = self._buckets.get(key_name, (self._capacity, now))
             tokens = min(self._capacity, tokens + (now - last) * self._rate)
             if tokens < 1.0:
-                wait = (1.0 - tokens) / self._rate
                 self._buckets[key_name] = (tokens, now)
-                raise BudgetExhausted(
-                    f"rate limit of {int(self._capacity)} requests per minute reached; retry in {math.ceil(wait)} s",
-                    retry_after_s=wait,
-                    code="rate_limited",
-                )
+                raise rate_limited(self._per_minute, tokens)
             self._buckets[key_name] = (tokens - 1.0, now)

@@ -16,6 +16,7 @@ from federation.errors import ConfigError
 from federation.http import BodyLimitMiddleware, RequestCounter, describe_api, register_error_handlers
 from federation.identity import Identity
 from federation.membership import load_membership
+from federation.redis_state import RedisState
 from federation.signing import RequestSigner
 from gateway.admission import Admission
 from gateway.api import ask_router, chat_router, info_router, retrieve_router
@@ -25,7 +26,8 @@ from gateway.fanout import SiloPool
 from gateway.llm_client import LLMClient, LLMSettings
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import ExecutorRun, Pipeline
-from gateway.privacy_ledger import PrivacyLedger
+from gateway.privacy_ledger import DocumentLedger, PrivacyLedger
+from gateway.redis_stores import RedisPrivacyLedger, RedisRateLimiter
 from gateway.token_client import LlamaCppTokens
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ def create_app(
     metrics = GatewayMetrics()
     if settings.dp_answer.enabled and settings.llm.server != "llama.cpp":
         raise ConfigError("DP answers ([dp_answer] enabled) need a llama.cpp LLM server (llm.server = 'llama.cpp')")
+    # Shared with every gateway process given the same state_url; connects on first use.
+    state = RedisState(settings.state_url, namespace=membership.name) if settings.state_url else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,17 +100,25 @@ def create_app(
         await pool.refresh_cards(force=True)
         pipeline = Pipeline.from_settings(settings, encoder=enc, pool=pool, llm=llm, executor_run=run)
         dp = settings.dp_answer
-        tokens, ledger = None, None
+        tokens: LlamaCppTokens | None = None
+        ledger: DocumentLedger | None = None
         if dp.enabled:
             # Every adapter's scale at 0: the base model, and no prompt cache computed with an adapter.
             lora = [{"id": i, "scale": 0.0} for i in range(len(settings.llm.adapters))] or None
             tokens = LlamaCppTokens(
                 settings.llm.base_url, api_key=settings.llm.api_key, timeout_s=settings.llm.timeout_s, lora=lora
             )
-            ledger = PrivacyLedger(dp.ledger_file, budget=dp.document_budget)
+            if state is None:
+                ledger = PrivacyLedger(dp.ledger_file, budget=dp.document_budget)
+            else:
+                await run(state.warn_unless_durable, "the DP answers' privacy ledger")
+                ledger = RedisPrivacyLedger(state, budget=dp.document_budget)
             pipeline.dp_answerer = DPAnswerer(dp, tokens=tokens, ledger=ledger)
         app.state.pipeline = pipeline
-        logger.info("gateway ready", extra={"federation": membership.name, "silos": len(membership.silos)})
+        shared = state.location if state is not None else "this process"
+        logger.info(
+            "gateway ready", extra={"federation": membership.name, "silos": len(membership.silos), "state": shared}
+        )
         try:
             yield
         finally:
@@ -117,6 +129,8 @@ def create_app(
                 await tokens.aclose()
             if ledger is not None:
                 ledger.close()
+            if state is not None:
+                state.close()
             run.shutdown()
 
     app = FastAPI(
@@ -127,7 +141,8 @@ def create_app(
     )
     app.state.metrics = metrics
     app.state.api_keys = api_keys
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    per_minute = settings.rate_limit_per_minute
+    app.state.rate_limiter = RateLimiter(per_minute) if state is None else RedisRateLimiter(state, per_minute)
     admission = settings.admission
     app.state.generations = Admission(
         "answers", slots=settings.llm.parallel, queue=admission.generation_queue, wait_s=admission.queue_wait_s

@@ -180,6 +180,22 @@ def serve(
         bool | None, typer.Option(help="Let requests ask for an answer without sources.", show_default=False)
     ] = None,
     rate_limit: Annotated[int | None, typer.Option(help="Requests per minute per API key (60).")] = None,
+    state_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Redis URL (redis://HOST:PORT/DB, with a password redis://:PASSWORD@HOST:PORT/DB) holding "
+            "the rate limits and the DP privacy ledger, shared by every gateway process given it (default: this "
+            "process). A URL with a password is better given as FEDRAG_GATEWAY_STATE_URL, which other users cannot "
+            "read in the process list."
+        ),
+    ] = None,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(
+            help="Let several gateway processes listen on --port (SO_REUSEPORT; give them one --state-url).",
+            show_default=False,
+        ),
+    ] = False,
     silo_ca: Annotated[Path | None, typer.Option(help="CA bundle to verify silos' TLS certificates.")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
@@ -191,13 +207,13 @@ def serve(
     (sections with a double underscore, e.g. FEDRAG_GATEWAY_RETRIEVAL__K=10): flags override
     variables, which override the file.
     """
-    import uvicorn
-
+    from federation.http import serve as serve_app
     from gateway.app import create_app
 
     flags: dict[str, Any] = {
         "allow_llm_only": allow_llm_only,
         "rate_limit_per_minute": rate_limit,
+        "state_url": state_url,
         "llm": {
             "base_url": llm_url,
             "model": model,
@@ -228,14 +244,15 @@ def serve(
     }
     try:
         settings = settings_with_flags(
-            {"federation_file": federation, "key_file": key, "api_keys_file": api_keys}, flags
+            {"federation_file": federation, "key_file": key, "api_keys_file": api_keys}, flags, config
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    uvicorn.run(
+    serve_app(
         create_app(settings, silo_verify=str(silo_ca) if silo_ca else True),
         host=host,
         port=port,
+        reuse_port=reuse_port,
         log_level=log_level,
     )
 

@@ -8,9 +8,10 @@ How one answer is made (the ``fedrag-dp`` model; settings ``[dp_answer]``):
    most one voter. Documents whose lifetime budget cannot pay for this answer are left out at
    the silos (``exclude_doc_ids``), as if absent.
 2. **Charge first.** Every document a voter reads is charged the answer's epsilon in the
-   durable ledger (:class:`gateway.privacy_ledger.PrivacyLedger`) before anything is
-   generated, by one answer at a time (:meth:`DPAnswerer.read`). A document no voter read
-   changed nothing and is charged nothing.
+   durable ledger (:class:`gateway.privacy_ledger.DocumentLedger`) before anything is
+   generated, by one answer at a time (:meth:`DPAnswerer.read`; across gateway processes the
+   charge itself is atomic, and an answer whose documents were spent meanwhile reads again).
+   A document no voter read changed nothing and is charged nothing.
 3. **Free tokens, paid tokens.** Token by token, the model *without passages* proposes the next
    token for free. While paid tokens remain, each voter proposes its own; the sparse-vector test
    (:class:`gateway.dp_vote.SparseVectorTest`) asks whether enough of them disagree. If not, the
@@ -37,7 +38,7 @@ from federation.errors import Unavailable
 from federation.protocol import MAX_EXCLUDED_DOCS, Shard
 from gateway.dp_vote import SparseVectorTest, answer_epsilon, choose_token, disagreement
 from gateway.fanout import SiloOutcome, SiloPool
-from gateway.privacy_ledger import DocumentKey, PrivacyLedger
+from gateway.privacy_ledger import DocumentKey, DocumentLedger
 from gateway.token_client import LlamaCppTokens
 
 __all__ = ["DPAnswer", "DPAnswerer", "Reading", "answer_messages", "read_shards"]
@@ -109,7 +110,7 @@ async def read_shards(
     silos: Sequence[str],
     query: np.ndarray,
     settings: DPAnswerSettings,
-    ledger: PrivacyLedger,
+    ledger: DocumentLedger,
     *,
     request_id: str | None = None,
 ) -> tuple[list[list[Passage]], set[DocumentKey], list[SiloOutcome]]:
@@ -143,7 +144,7 @@ async def read_shards(
             per_silo = {o.silo: o.passages for o in replies if o.status == "ok"}
             passages = merger.merge(per_silo, settings.passages_per_voter)
             keys = {(p.silo, p.doc_id) for p in passages}
-            spent = keys - ledger.affordable(keys, epsilon)
+            spent = keys - await asyncio.to_thread(ledger.affordable, keys, epsilon)
             if not spent:
                 outcomes.extend(o for o in replies if o.status != "ok")
                 return passages
@@ -170,7 +171,7 @@ class DPAnswerer:
         settings: DPAnswerSettings,
         *,
         tokens: LlamaCppTokens,
-        ledger: PrivacyLedger,
+        ledger: DocumentLedger,
         rng: np.random.Generator | None = None,
     ) -> None:
         self.settings = settings
@@ -183,15 +184,25 @@ class DPAnswerer:
     async def read(
         self, pool: SiloPool, silos: Sequence[str], query: np.ndarray, *, request_id: str | None = None
     ) -> Reading:
-        """The voters' passages for ``query``, each document read charged, durably, before this returns."""
+        """The voters' passages for ``query``, each document read charged, durably, before this returns.
+
+        Raises:
+            Unavailable: the ledger cannot be reached (``state_store_unavailable``), or other gateway
+                processes kept spending what this answer read (``privacy_filter``).
+        """
         async with self._reading:
-            contexts, left_out, failures = await read_shards(
-                pool, silos, query, self.settings, self.ledger, request_id=request_id
-            )
-            read = sorted({(p.silo, p.doc_id) for context in contexts for p in context})
-            if read:
-                self.ledger.charge(read, self.epsilon)
-        return Reading(contexts=contexts, read=read, left_out=left_out, failures=failures)
+            for _ in range(_MAX_FILTER_ROUNDS):
+                contexts, left_out, failures = await read_shards(
+                    pool, silos, query, self.settings, self.ledger, request_id=request_id
+                )
+                read = sorted({(p.silo, p.doc_id) for context in contexts for p in context})
+                try:
+                    if read:
+                        await asyncio.to_thread(self.ledger.charge, read, self.epsilon)
+                except ValueError:  # another gateway process spent one of them since: read again without it
+                    continue
+                return Reading(contexts=contexts, read=read, left_out=left_out, failures=failures)
+        raise Unavailable("the documents read kept being spent by other answers", code="privacy_filter")
 
     @property
     def epsilon(self) -> float:

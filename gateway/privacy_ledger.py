@@ -5,7 +5,8 @@ whose voters read it (an answer that did not read it would have been the same wi
 each such answer costs the answer's epsilon, and a document whose spend would pass its
 lifetime budget is no longer given to any voter. The spend is written to SQLite
 (``synchronous=FULL``) before the answer that caused it is returned, so a crash or restart
-never refills a budget.
+never refills a budget. :class:`gateway.redis_stores.RedisPrivacyLedger` keeps the same
+ledger in Redis, shared by several gateway processes (the :class:`DocumentLedger` contract).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
-__all__ = ["DocumentKey", "PrivacyLedger"]
+__all__ = ["BUDGET_TOLERANCE", "DocumentKey", "DocumentLedger", "PrivacyLedger", "affordable_keys", "over_budget"]
 
 DocumentKey = tuple[str, str]
 """(silo name, document id)."""
@@ -29,7 +31,52 @@ CREATE TABLE IF NOT EXISTS spent (
     PRIMARY KEY (silo, doc_id)
 );
 """
-_TOLERANCE = 1e-9
+BUDGET_TOLERANCE = 1e-9
+"""Slack for float sums: a spend within this of the budget still fits it."""
+
+
+class DocumentLedger(Protocol):
+    """Each document's lifetime epsilon spend against one ``budget``; durable, safe to share between threads.
+
+    :meth:`charge` is all or nothing: it charges every document of an answer, or raises
+    ``ValueError`` (one would pass the budget, possibly spent by another process since
+    :meth:`affordable` was asked) and charges none. A charge is durable before it returns. When
+    the ledger cannot be read or written every method raises
+    :class:`~federation.errors.Unavailable` (503).
+    """
+
+    budget: float
+
+    def spent(self, keys: Iterable[DocumentKey]) -> dict[DocumentKey, float]:
+        """Epsilon spent so far by each of ``keys`` (0 for a document never charged)."""
+        ...
+
+    def affordable(self, keys: Iterable[DocumentKey], epsilon: float) -> set[DocumentKey]:
+        """Those of ``keys`` that can still pay ``epsilon`` within their lifetime budget."""
+        ...
+
+    def charge(self, keys: Sequence[DocumentKey], epsilon: float) -> None:
+        """Charge ``epsilon`` to each of ``keys`` (once each), all or none."""
+        ...
+
+    def summary(self) -> dict[str, float]:
+        """``documents_charged``, ``documents_exhausted`` and ``largest_spend``."""
+        ...
+
+    def close(self) -> None:
+        """Release what the ledger holds."""
+        ...
+
+
+def affordable_keys(spent: dict[DocumentKey, float], epsilon: float, budget: float) -> set[DocumentKey]:
+    """The documents whose ``spent`` leaves room for ``epsilon`` more within ``budget``."""
+    return {key for key, used in spent.items() if used + epsilon <= budget + BUDGET_TOLERANCE}
+
+
+def over_budget(key: DocumentKey, used: float, budget: float) -> ValueError:
+    """The refusal of a charge that would take ``key`` past ``budget``."""
+    silo, doc_id = key
+    return ValueError(f"document {doc_id!r} of silo {silo!r} has {budget - used:.3g} left")
 
 
 class PrivacyLedger:
@@ -72,7 +119,7 @@ class PrivacyLedger:
 
     def affordable(self, keys: Iterable[DocumentKey], epsilon: float) -> set[DocumentKey]:
         """Those of ``keys`` that can still pay ``epsilon`` within their lifetime budget."""
-        return {key for key, used in self.spent(keys).items() if used + epsilon <= self.budget + _TOLERANCE}
+        return affordable_keys(self.spent(keys), epsilon, self.budget)
 
     def charge(self, keys: Sequence[DocumentKey], epsilon: float) -> None:
         """Charge ``epsilon`` to each of ``keys`` in one durable transaction.
@@ -90,8 +137,8 @@ class PrivacyLedger:
                         "SELECT epsilon FROM spent WHERE silo = ? AND doc_id = ?", (silo, doc_id)
                     ).fetchone()
                     used = float(row[0]) if row is not None else 0.0
-                    if used + epsilon > self.budget + _TOLERANCE:
-                        raise ValueError(f"document {doc_id!r} of silo {silo!r} has {self.budget - used:.3g} left")
+                    if used + epsilon > self.budget + BUDGET_TOLERANCE:
+                        raise over_budget((silo, doc_id), used, self.budget)
                     self._db.execute(
                         "INSERT INTO spent (silo, doc_id, epsilon, answers) VALUES (?, ?, ?, 1) "
                         "ON CONFLICT (silo, doc_id) DO UPDATE SET epsilon = epsilon + excluded.epsilon, "
@@ -108,7 +155,7 @@ class PrivacyLedger:
         with self._lock:
             charged, exhausted, largest = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(epsilon >= ? - ?), 0), COALESCE(MAX(epsilon), 0) FROM spent",
-                (self.budget, _TOLERANCE),
+                (self.budget, BUDGET_TOLERANCE),
             ).fetchone()
         return {
             "documents_charged": int(charged),

@@ -30,6 +30,7 @@ from federation.errors import ConfigError
 from federation.identity import Identity
 from federation.membership import load_membership
 from federation.progress import progress
+from federation.secrets import Secret
 
 console = Console()
 app = typer.Typer(help="Run and manage a silo node (a data owner's private index).", no_args_is_help=True)
@@ -253,24 +254,45 @@ def serve(
     tls_client_ca: Annotated[
         Path | None, typer.Option(help="CA bundle: require client certificates signed by it (mutual TLS).")
     ] = None,
+    state_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Redis URL (redis://HOST:PORT/DB, with a password redis://:PASSWORD@HOST:PORT/DB) holding "
+            "the nonce replay cache, shared by every process serving this silo (default: state_url in silo.toml, "
+            "or this process). A URL with a password is better given as FEDRAG_SILO_STATE_URL, which other users "
+            "cannot read in the process list."
+        ),
+    ] = None,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(
+            help="Let several processes serving this silo listen on --port (SO_REUSEPORT; give them one state URL).",
+            show_default=False,
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the silo's API (signed search and card, operator routes, health, metrics)."""
     import ssl
 
-    import uvicorn
-
+    from federation.http import serve as serve_app
     from silo_node.app import create_app
 
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together")
     if tls_client_ca is not None and tls_cert is None:
         raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
-    app_ = create_app(directory)
-    uvicorn.run(
-        app_,
+    settings = load_silo_settings(directory)
+    if state_url is not None:
+        try:
+            settings.state_url = Secret(state_url)
+        except ValidationError as exc:
+            raise ConfigError(f"--state-url: {describe_validation_error(exc)}") from exc
+    serve_app(
+        create_app(directory, settings),
         host=host,
         port=port,
+        reuse_port=reuse_port,
         log_level=log_level,
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,

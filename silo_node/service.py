@@ -24,7 +24,8 @@ from federation.errors import ConfigError, Conflict, NotFound, ValidationFailed
 from federation.identity import Identity
 from federation.membership import Membership, load_membership
 from federation.protocol import SearchHit, SearchMode, SearchRequest, SearchResponse, SiloCard, shard_of
-from federation.signing import ReplayCache, RequestVerifier
+from federation.redis_state import RedisReplayCache, RedisState
+from federation.signing import NonceCache, ReplayCache, RequestVerifier
 from silo_node.card import build_card
 from silo_node.index import set_search_threads
 from silo_node.indexer import Indexer, IngestReport
@@ -69,6 +70,14 @@ class SiloService:
             self.store, settings.index, self.dimension, self.silo_dir / INDEX_FILE, on_removed=self.policy.forget
         )
         self._encoder = encoder
+        # The nonce replay cache shared by every worker serving this silo (connects on first use).
+        self.state = RedisState(settings.state_url, namespace=self.membership.name) if settings.state_url else None
+        if self.state is not None and (settings.policy.noisy_selection.enabled or settings.policy.crawl.enabled):
+            logger.warning(
+                "silo '%s': per-key noisy-selection budgets and crawl limits are kept by each worker, not in the "
+                "state store: with several workers a gateway key gets up to that many times them",
+                settings.name,
+            )
         self._card: tuple[int, SiloCard] | None = None
         self._saved_seq = -1
         self.executor = ThreadPoolExecutor(
@@ -102,6 +111,8 @@ class SiloService:
         self.save_index()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.store.close()
+        if self.state is not None:
+            self.state.close()
 
     def save_index(self) -> None:
         """Write the index snapshot when it is behind the store."""
@@ -130,12 +141,18 @@ class SiloService:
     def verifier(self) -> RequestVerifier:
         """A verifier for requests addressed to this silo, trusting the federation's gateways."""
         silo_keys = self.membership.silo_keys()
+        ttl_s = 2 * self.settings.clock_skew_s + 1
+        replay: NonceCache = (
+            ReplayCache(ttl_s, self.settings.replay_cache_size)
+            if self.state is None
+            else RedisReplayCache(self.state, self.settings.name, ttl_s)
+        )
         return RequestVerifier(
             self.membership.gateway_keys(),
             self.settings.name,
             known_but_not_allowed={k: f"key of silo '{n}': only gateways may call silos" for k, n in silo_keys.items()},
             clock_skew_s=self.settings.clock_skew_s,
-            replay_cache=ReplayCache(2 * self.settings.clock_skew_s + 1, self.settings.replay_cache_size),
+            replay_cache=replay,
         )
 
     # search -------------------------------------------------------------------------

@@ -1,13 +1,17 @@
-"""Shared fixtures: the real encoder, a small federation on disk, a silo with sample data."""
+"""Shared fixtures: the real encoder, a small federation on disk, a silo with sample data, a Redis server."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
-from collections.abc import AsyncIterator
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -24,8 +28,11 @@ from federation.membership import GatewayEntry, Membership, SiloEntry, save_memb
 from federation.services import free_port
 from federation.signing import RequestSigner
 
+if TYPE_CHECKING:
+    from federation.redis_state import RedisState
+
 OPERATOR_TOKEN = "test-operator-token-0123456789abcdef"
-__all__ = ["OPERATOR_TOKEN", "Federation", "free_port", "make_federation"]
+__all__ = ["OPERATOR_TOKEN", "Federation", "RedisServer", "free_port", "make_federation"]
 
 
 @pytest.fixture(scope="session")
@@ -143,3 +150,77 @@ async def alpha_client(federation: Federation, silo_app: httpx.ASGITransport) ->
     """A gateway's signed client for silo alpha, in process."""
     async with SiloClient("http://alpha", "alpha", federation.signer(), transport=silo_app) as client:
         yield client
+
+
+@dataclass
+class RedisServer:
+    """A redis-server on a loopback port, in a test's directory, with a password and durable writes."""
+
+    port: int
+    dir: Path
+    password: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        # What the README tells operators to run (appendonly, fsync on every write), plus a password.
+        return [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--requirepass", self.password,
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        import redis
+
+        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.ping():
+                    break
+            except redis.RedisError:
+                pass
+            assert self.proc.poll() is None, f"redis-server exited: {(self.dir / 'redis.log').read_text()[-500:]}"
+            assert time.monotonic() < deadline, "redis-server did not answer within 10 s"
+            time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        """Kill it as a crash would (SIGKILL): nothing is written on the way out."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A fresh redis-server for one test (skipped when the Debian package redis-server is not installed)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server; make install adds it as root)")
+    server = RedisServer(port=free_port(), dir=tmp_path_factory.mktemp("redis"), password=secrets.token_hex(16))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def redis_state(redis_server: RedisServer) -> Iterator[RedisState]:
+    """A connection to :func:`redis_server` for the stores of federation 'test-fed'."""
+    from federation.redis_state import RedisState
+    from federation.secrets import Secret
+
+    state = RedisState(Secret(redis_server.url), namespace="test-fed")
+    yield state
+    state.close()

@@ -11,7 +11,7 @@ from fastapi import Request
 from federation.errors import FedragError, ValidationFailed
 from federation.http import started_state
 from gateway.admission import Admission
-from gateway.apikeys import ApiKeyStore, RateLimiter
+from gateway.apikeys import ApiKeyStore, RequestLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 
@@ -45,7 +45,7 @@ def get_metrics(request: Request) -> GatewayMetrics:
 def api_caller(request: Request) -> str:
     """Authenticate the end user's API key (401) and apply its rate limit (429); return the key's name."""
     keys: ApiKeyStore = request.app.state.api_keys
-    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter: RequestLimiter = request.app.state.rate_limiter
     name = keys.authenticate(request.headers.get("authorization"))
     limiter.take(name)
     return name

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from federation.errors import AuthenticationFailed, Forbidden, UnsupportedMediaType
 from federation.http import started_state
@@ -29,7 +30,10 @@ async def get_metrics(request: Request) -> SiloMetrics:
 
 
 async def signed_caller(request: Request, metrics: SiloMetrics = Depends(get_metrics)) -> Caller:  # noqa: B008
-    """Verify the request's signature (401 with a reason) before anything else happens."""
+    """Verify the request's signature (401 with a reason; 503 when a shared replay cache is down) before anything else.
+
+    With a shared replay cache (Redis) the check waits on the network, so it runs in a worker thread.
+    """
     verifier: RequestVerifier = request.app.state.verifier
     body = await request.body()
     if request.method == "POST":
@@ -37,14 +41,12 @@ async def signed_caller(request: Request, metrics: SiloMetrics = Depends(get_met
         if content_type != "application/json":
             raise UnsupportedMediaType("request body must be application/json")
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    signed = (request.method, raw_path.decode("latin-1"), query, request.headers, body)
     try:
-        return verifier.verify(
-            request.method,
-            raw_path.decode("latin-1"),
-            request.scope.get("query_string", b"").decode("latin-1"),
-            request.headers,
-            body,
-        )
+        if verifier.remote:
+            return await run_in_threadpool(verifier.verify, *signed)
+        return verifier.verify(*signed)
     except AuthenticationFailed as exc:
         metrics.auth_failures.labels(code=exc.code).inc()
         raise

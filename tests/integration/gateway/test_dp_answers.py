@@ -10,8 +10,11 @@ import httpx
 import pytest
 
 from federation.config import DPAnswerSettings
+from federation.redis_state import RedisState
+from federation.secrets import Secret
 from federation.services import fedrag_service, free_port
-from tests.conftest import Federation
+from gateway.redis_stores import RedisPrivacyLedger
+from tests.conftest import Federation, RedisServer
 from tests.integration.gateway.conftest import gateway_settings
 
 pytestmark = pytest.mark.integration
@@ -36,13 +39,14 @@ def dp_llm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @asynccontextmanager
 async def dp_gateway(
-    federation: Federation, encoder, silo_transports, llm_url: str, **dp: object
+    federation: Federation, encoder, silo_transports, llm_url: str, state_url: str | None = None, **dp: object
 ) -> AsyncIterator[httpx.AsyncClient]:
     from gateway.app import create_app
 
     settings, key = gateway_settings(federation, llm_url)
     options = {"enabled": True, "voters": 3, "max_tokens": 12, "ledger_file": federation.root / "ledger.db", **dp}
-    settings = settings.model_copy(update={"dp_answer": DPAnswerSettings(**options)})
+    shared = Secret(state_url) if state_url else None
+    settings = settings.model_copy(update={"dp_answer": DPAnswerSettings(**options), "state_url": shared})
     app = create_app(settings, encoder=encoder, silo_transports=silo_transports)
     async with (
         app.router.lifespan_context(app),
@@ -101,6 +105,29 @@ async def test_a_document_whose_budget_is_spent_is_not_read_again(
     assert second["documents_left_out"] >= len(read_first)  # the same question finds them first, and leaves them out
     assert set(spent) - read_first  # it read other documents instead
     assert all(eps == pytest.approx(8.0) for eps in spent.values())  # nobody charged twice
+
+
+async def test_two_gateways_share_the_documents_budgets_through_redis(
+    federation, encoder, silo_transports, dp_llm_url, redis_server: RedisServer, redis_state: RedisState
+) -> None:
+    # The budget pays for one answer per document: what one gateway read, the other must leave out.
+    options = {"state_url": redis_server.url, "document_budget": 8.0}
+    async with (
+        dp_gateway(federation, encoder, silo_transports, dp_llm_url, **options) as first,
+        dp_gateway(federation, encoder, silo_transports, dp_llm_url, **options) as second,
+    ):
+        by_first = (await first.post("/v1/ask", json={"question": QUESTION, "model": "fedrag-dp"})).json()["privacy"]
+        by_second = (await second.post("/v1/ask", json={"question": QUESTION, "model": "fedrag-dp"})).json()
+        redis_server.kill()
+        down = await first.post("/v1/ask", json={"question": QUESTION, "model": "fedrag-dp"})
+    assert by_first["documents_read"] >= 1
+    assert by_second["privacy"]["documents_left_out"] >= by_first["documents_read"]
+    assert not (federation.root / "ledger.db").exists()  # the ledger is in Redis, not in a file of either
+    assert down.status_code == 503 and down.json()["code"] == "state_store_unavailable"
+    redis_server.start()  # appendfsync always: every charge is still there
+    summary = RedisPrivacyLedger(redis_state, budget=8.0).summary()
+    read = by_first["documents_read"] + by_second["privacy"]["documents_read"]
+    assert summary == {"documents_charged": read, "documents_exhausted": read, "largest_spend": 8.0}
 
 
 async def test_fedrag_dp_is_unknown_when_dp_answers_are_off(gateway_factory) -> None:
