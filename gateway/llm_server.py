@@ -224,7 +224,8 @@ class EmbeddedLLMServer:
         try:
             import xllamacpp
         except ImportError as exc:
-            raise ConfigError(f"the embedded LLM cannot load xllamacpp ({exc}): pip install 'fedrag-serve[llm]'") from exc
+            hint = "pip install 'fedrag-serve[llm]'"
+            raise ConfigError(f"the embedded LLM cannot load xllamacpp ({exc}): {hint}") from exc
         model = self.model or model_path()
         if not model.is_file():
             raise ConfigError(f"model file {model} does not exist")
