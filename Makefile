@@ -40,7 +40,8 @@ test-slow: install
 	$(BIN)/pytest -m "slow or gpu" -q
 
 # The images (deploy/images.sh: docker, or podman with a debootstrapped Debian base; first build about
-# 12 minutes on 2 cores), then only the container tests: the README's docker commands run on them.
+# 5 minutes on 2 cores), then only the container tests: the README's docker commands run on them
+# (7 min 11 s in all from an empty image store, 2 min 13 s of it the three tests).
 images:
 	bash deploy/images.sh
 

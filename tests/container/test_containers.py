@@ -1,7 +1,7 @@
 """The images as operators run them: the README's container commands, on podman (or Docker), on loopback.
 
 Slow (``make test-slow``; ``make test-containers`` runs only these): the first run builds
-the images (``deploy/images.sh``, about 12 minutes on 2 cores here), later runs reuse podman's
+the images (``deploy/images.sh``, about 5 minutes on 2 cores here), later runs reuse podman's
 layer cache. A silo container is set up exactly as the operator guide says (key pair, init,
 ingest, TLS serve, uid 10001, the directory a volume), searched signed from the host, killed
 with SIGKILL after acknowledging documents and restarted; then a gateway container answers
