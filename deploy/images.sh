@@ -19,6 +19,13 @@ source deploy/engine.sh
 
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(silo gateway llm)
+for target in "${targets[@]}"; do
+    case $target in
+        silo | gateway | llm) ;;
+        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown image '$target' (silo, gateway or llm)" >&2; exit 2 ;;
+    esac
+done
 
 args=(--network host)
 # podman: the Docker image format, which keeps HEALTHCHECK (OCI images drop it).
@@ -58,7 +65,6 @@ for target in "${targets[@]}"; do
         silo) build=(-f deploy/silo.Dockerfile -t fedrag-silo) ;;
         gateway) build=(-f deploy/gateway.Dockerfile --target gateway -t fedrag-gateway) ;;
         llm) build=(-f deploy/gateway.Dockerfile --target llm -t fedrag-llm) ;;
-        *) echo "unknown image '$target' (silo, gateway or llm)" >&2; exit 2 ;;
     esac
     echo "building fedrag-$target with $ENGINE"
     engine build "${args[@]}" "${build[@]}" .

@@ -42,8 +42,9 @@ class RunningSilo:
     operator_token: str
 
 
-def _fedrag(*args: str | Path, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run([*FEDRAG, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+def _fedrag(*args: str | Path) -> str:
+    """The host's fedrag CLI: the coordinator's and a gateway operator's steps."""
+    done = subprocess.run([*FEDRAG, *map(str, args)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"fedrag {' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -107,7 +108,8 @@ def test_a_silo_container_serves_signed_searches_and_loses_nothing_acknowledged_
     passages = _signed_search(silo, QUESTION)
     assert passages and "hypertension" in str(passages[0]["doc_id"]), passages[:1]
     with httpx.Client(verify=silo.ca, timeout=2) as client:
-        assert client.get(f"{silo.url}/v1/search").status_code in (401, 405), "search needs a signature"
+        unsigned = client.post(f"{silo.url}/v1/search", json={"vector": [0.0] * 384, "k": 1})
+        assert unsigned.status_code == 401, f"search needs a gateway's signature: {unsigned.text}"
     stats = engine.step(SILO["stats"], silo.host)
     assert "chunks" in stats.lower(), stats
 
