@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import ssl
 import subprocess
 import time
@@ -20,18 +19,20 @@ UID = 10001
 
 
 def find_engine() -> tuple[str, dict[str, str]]:
-    """The engine command and its environment: Docker with a daemon, else podman with runc (deploy/engine.sh)."""
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0:
-        return "docker", dict(os.environ)
-    if shutil.which("podman") is None:
-        pytest.skip("no container engine: apt-get install podman runc debootstrap (../shared/CONTAINERS.md)")
+    """The engine command and its environment, as ``deploy/engine.sh`` picks them for the scripts.
+
+    Docker with a running daemon, else podman with the containers.conf the script writes (runc, no
+    default ulimits); skipped when the script finds no engine.
+    """
+    shown = 'source deploy/engine.sh && printf "%s\\n%s\\n" "$ENGINE" "${CONTAINERS_CONF:-}"'
+    done = subprocess.run(["bash", "-c", shown], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"no container engine: {done.stderr.strip()}")
+    engine, conf = done.stdout.splitlines()
     env = dict(os.environ)
-    if "CONTAINERS_CONF" not in env:
-        conf = Path(os.environ.get("TMPDIR", "/tmp")) / "fedrag-containers.conf"
-        conf.write_text('[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\n')
-        env["CONTAINERS_CONF"] = str(conf)
-    return "podman", env
+    if conf:
+        env["CONTAINERS_CONF"] = conf
+    return engine, env
 
 
 def chown_to_container_user(root: Path) -> None:
@@ -62,21 +63,23 @@ class Engine:
         done = subprocess.run([self.command, "logs", name], capture_output=True, text=True, env=self.env)
         return (done.stdout + done.stderr)[-4000:]
 
-    def wait_ready(self, name: str, url: str, *, verify: bool | ssl.SSLContext = True, timeout_s: float = 240) -> None:
-        """Poll ``url`` until it answers 200; fail with the container's log if it stops or takes too long."""
+    def wait_ready(
+        self, url: str, *, container: str, verify: bool | ssl.SSLContext = True, timeout_s: float = 240
+    ) -> None:
+        """Poll ``url`` until it answers 200; fail with ``container``'s log if it stops or takes too long."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             running = subprocess.run(
-                [self.command, "inspect", "-f", "{{.State.Running}}", name],
+                [self.command, "inspect", "-f", "{{.State.Running}}", container],
                 capture_output=True,
                 text=True,
                 env=self.env,
             ).stdout.strip()
-            assert running == "true", f"container {name} stopped:\n{self.logs(name)}"
+            assert running == "true", f"container {container} stopped:\n{self.logs(container)}"
             try:
                 if httpx.get(url, timeout=2, verify=verify).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(1)
-        pytest.fail(f"{name} was not ready at {url} within {timeout_s:.0f} s:\n{self.logs(name)}")
+        pytest.fail(f"{container} was not ready at {url} within {timeout_s:.0f} s:\n{self.logs(container)}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +45,7 @@ def federation_home(engine: Engine, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def compose_up(engine: Engine, federation_home: Path) -> Iterator[tuple[str, str]]:
+def compose_up(engine: Engine, federation_home: Path) -> Iterator[tuple[str, str, str]]:
     port = free_port()
     project = f"fedrag-test-{uuid.uuid4().hex[:8]}"
     env = {**engine.env, "FEDRAG_HOME": str(federation_home), "GATEWAY_PORT": str(port)}
@@ -54,22 +53,17 @@ def compose_up(engine: Engine, federation_home: Path) -> Iterator[tuple[str, str
     try:
         done = subprocess.run(up, capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
-        yield f"http://127.0.0.1:{port}", (federation_home / "api-key").read_text()
+        # podman-compose names a service's container <project>_<service>_1.
+        yield f"http://127.0.0.1:{port}", (federation_home / "api-key").read_text(), f"{project}_gateway_1"
     finally:
         subprocess.run([*COMPOSE, "-p", project, "down", "-t", "5"], capture_output=True, env=env, timeout=300)
 
 
-def test_compose_runs_a_federation_that_answers_from_its_silos(compose_up: tuple[str, str]) -> None:
-    url, api_key = compose_up
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the compose gateway was not ready within 300 s"
-        time.sleep(2)
+def test_compose_runs_a_federation_that_answers_from_its_silos(
+    engine: Engine, compose_up: tuple[str, str, str]
+) -> None:
+    url, api_key, gateway = compose_up
+    engine.wait_ready(f"{url}/readyz", container=gateway, timeout_s=300)
     with httpx.Client(base_url=url, timeout=180, headers={"Authorization": f"Bearer {api_key}"}) as client:
         silos = client.get("/v1/silos")
         assert silos.status_code == 200, silos.text

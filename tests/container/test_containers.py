@@ -89,7 +89,7 @@ def silo(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> RunningSil
     assert added and int(added.group(1)) >= 13, f"every sample document is ingested: {ingested}"
     engine.step(SILO["serve"], host)
     ca = ssl.create_default_context(cafile=str(cert))
-    engine.wait_ready(host.silo_name, f"https://127.0.0.1:{port}/healthz", verify=ca)
+    engine.wait_ready(f"https://127.0.0.1:{port}/healthz", container=host.silo_name, verify=ca)
     token = (root / "silo" / "operator.token").read_text().strip()
     return RunningSilo(host, f"https://127.0.0.1:{port}", ca, cert, coordinator, token)
 
@@ -125,7 +125,7 @@ def test_a_silo_container_serves_signed_searches_and_loses_nothing_acknowledged_
             assert reply.status_code == 200, reply.text
     engine.run([engine.command, "kill", silo.host.silo_name])
     engine.run([engine.command, "start", silo.host.silo_name])
-    engine.wait_ready(silo.host.silo_name, f"{silo.url}/healthz", verify=silo.ca)
+    engine.wait_ready(f"{silo.url}/healthz", container=silo.host.silo_name, verify=silo.ca)
     with httpx.Client(verify=silo.ca, timeout=30, headers=auth) as client:
         listed = client.get(f"{silo.url}/v1/admin/documents", params={"limit": 1000}).json()
     ids = {doc["doc_id"] for doc in listed}
@@ -154,10 +154,10 @@ def test_a_gateway_container_answers_through_the_silo_container_and_the_llm_cont
         gateway_port=free_port(),
     )
     engine.step(GATEWAY["llm"], host)
-    engine.wait_ready(host.llm_name, f"http://127.0.0.1:{host.llm_port}/health")
+    engine.wait_ready(f"http://127.0.0.1:{host.llm_port}/health", container=host.llm_name)
     engine.step(GATEWAY["gateway"], host)
     url = f"http://127.0.0.1:{host.gateway_port}"
-    engine.wait_ready(host.gateway_name, f"{url}/readyz")
+    engine.wait_ready(f"{url}/readyz", container=host.gateway_name)
 
     with httpx.Client(base_url=url, timeout=180) as client:
         assert client.post("/v1/ask", json={"question": QUESTION}).status_code == 401
